@@ -1,0 +1,71 @@
+"""ticket_zoo: find, store, share and transfer lottery tickets on any timm architecture.
+
+Example:
+    >>> import ticket_zoo as tz  # doctest: +SKIP
+    >>> tz.list_tickets(arch="lenet_300_100")  # doctest: +SKIP
+    >>> model = tz.load("lenet_300_100-digits04-5pct").build(num_classes=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from .errors import (
+    ChecksumMismatchError,
+    CheckpointError,
+    ConfigError,
+    HubError,
+    TicketFormatError,
+    TicketNotFoundError,
+    TicketNotPublishedError,
+    TicketZooError,
+    UnknownArchitectureError,
+    UnknownDatasetError,
+)
+
+__version__ = "0.1.0"
+
+# Heavy modules (torch, timm, datasets, huggingface_hub) load on first use, keeping `import ticket_zoo` quick.
+_LAZY = {
+    "Ticket": "ticket",
+    "save": "api",
+    "load": "api",
+    "magnitude_masks": "masks",
+    "random_masks": "masks",
+    "mask_overlap": "masks",
+    "prunable_names": "masks",
+    "apply_masks_": "masked",
+    "hold_masks": "masked",
+    "find_tickets": "find",
+    "transfer": "transfer",
+    "build_report": "report",
+    "push": "hub",
+    "list_tickets": "zoo",
+    "info": "zoo",
+}
+
+__all__ = sorted(
+    [*_LAZY, "ChecksumMismatchError", "CheckpointError", "ConfigError", "HubError", "TicketFormatError",
+     "TicketNotFoundError", "TicketNotPublishedError", "TicketZooError", "UnknownArchitectureError",
+     "UnknownDatasetError", "__version__"]
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import load, save
+    from .find import find_tickets
+    from .hub import push
+    from .masked import apply_masks_, hold_masks
+    from .masks import magnitude_masks, mask_overlap, prunable_names, random_masks
+    from .report import build_report
+    from .ticket import Ticket
+    from .transfer import transfer
+    from .zoo import info, list_tickets
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ticket_zoo' has no attribute {name!r}")

@@ -1,0 +1,133 @@
+"""Model cards (README.md with YAML front matter) rendered with ``huggingface_hub.ModelCard``.
+
+Example:
+    >>> card = render_card(ticket)  # doctest: +SKIP
+    >>> card.data.library_name  # doctest: +SKIP
+    'ticket-zoo'
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .ticket import Ticket
+
+
+def _fmt_pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def card_data(ticket: Ticket, name: str | None = None) -> ModelCardData:
+    """The YAML part of the card: library, tags, source dataset, model-index with source accuracy."""
+    meta = ticket.meta
+    name = name or ticket.name or f"{ticket.arch}-ticket"
+    source = meta.get("source")
+    source_id = meta.get("source_hub_id") or source
+    eval_results = []
+    for split in ("test", "val"):
+        acc = meta.get(f"source_{split}_acc")
+        if acc is not None:
+            eval_results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    dataset_type=str(source_id or "unknown"),
+                    dataset_name=str(source or "unknown"),
+                    dataset_split="test" if split == "test" else "validation",
+                    metric_type="accuracy",
+                    metric_value=round(float(acc), 4),
+                    metric_name=f"source {split} accuracy (%)",
+                )
+            )
+            break
+    tags = ["lottery-ticket", "pruning", "timm", "ticket-zoo", ticket.arch]
+    kwargs: dict[str, Any] = {
+        "library_name": "ticket-zoo",
+        "tags": tags,
+        "license": meta.get("license", "apache-2.0"),
+    }
+    if source_id:
+        kwargs["datasets"] = [str(source_id)]
+    if eval_results:
+        kwargs["model_name"] = name
+        kwargs["eval_results"] = eval_results
+    data = ModelCardData(**kwargs)
+    # Facts a catalogue or a script reads back without parsing the body.
+    data.ticket = {
+        "arch": ticket.arch,
+        "density": round(ticket.density, 6),
+        "source": source,
+        "num_classes": ticket.num_classes,
+        "level": meta.get("level"),
+        "rewind_step": meta.get("rewind_step"),
+    }
+    return data
+
+
+def render_card(ticket: Ticket, name: str | None = None, repo_id: str | None = None) -> ModelCard:
+    """Render the full model card for ``ticket``.
+
+    Example:
+        >>> render_card(ticket, name="conv4-digits04-5pct").save("out/README.md")  # doctest: +SKIP
+    """
+    meta = ticket.meta
+    name = name or ticket.name or f"{ticket.arch}-ticket"
+    data = card_data(ticket, name)
+    load_target = f"hf-hub:{repo_id}" if repo_id else (name if ticket.name else "path/to/ticket_dir")
+    rows = "\n".join(
+        f"| `{layer}` | {tuple(ticket.masks[layer].shape)} | {int(ticket.masks[layer].sum())} | {_fmt_pct(d)} |"
+        for layer, d in ticket.layer_densities.items()
+    )
+    acc_lines = []
+    for key, label in (("source_val_acc", "validation"), ("source_test_acc", "test")):
+        if meta.get(key) is not None:
+            acc_lines.append(f"- source {label} accuracy: **{float(meta[key]):.2f}%**")
+    recipe = meta.get("recipe")
+    recipe_block = (
+        "```json\n" + json.dumps(recipe, indent=2, sort_keys=True, default=str) + "\n```"
+        if recipe
+        else "_not recorded_"
+    )
+    versions = meta.get("versions") or {}
+    body = f"""
+# {name}
+
+A **lottery ticket** (Frankle & Carbin 2019): a pruning mask plus the weights at the rewind step,
+for the timm architecture `{ticket.arch}`, found on **{meta.get("source", "unknown")}**.
+It keeps **{_fmt_pct(ticket.density)}** of its prunable weights
+(pruning: {meta.get("method", "unknown")}, level {meta.get("level", "?")}, rewind step {meta.get("rewind_step", "?")}).
+
+{chr(10).join(acc_lines) if acc_lines else "- source accuracy: _not recorded_"}
+
+## Load it
+
+```python
+import ticket_zoo as tz
+model = tz.load("{load_target}").build(num_classes=10)  # fresh head for your task, masks applied
+```
+
+## Transfer it
+
+```bash
+ticket-zoo transfer --ticket {load_target} --target cifar10 --optimizers sgd adam --controls winning random_ticket --seeds 0 1 2 --out runs/transfer
+```
+
+## Density per layer
+
+| layer | shape | kept | density |
+|---|---|---|---|
+{rows}
+
+## Recipe
+
+{recipe_block}
+
+## Versions
+
+{", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "_not recorded_"}
+
+File format: ticket-zoo v1 (safetensors; bit-packed masks, kept rewind values only).
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

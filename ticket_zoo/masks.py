@@ -1,0 +1,262 @@
+"""What counts as prunable, magnitude and random masks, and mask overlap.
+
+A mask is a ``dict[str, torch.BoolTensor]`` keyed by parameter name (as in
+``model.named_parameters()``); ``True`` means the weight is kept.
+
+Example:
+    >>> import timm, ticket_zoo.models  # doctest: +SKIP
+    >>> model = timm.create_model("conv4", num_classes=10)  # doctest: +SKIP
+    >>> weights = prunable_weights(model)  # doctest: +SKIP
+    >>> masks = magnitude_masks(weights, density=0.2)  # doctest: +SKIP
+    >>> round(overall_density(masks), 3)  # doctest: +SKIP
+    0.2
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+Masks = dict[str, torch.Tensor]
+
+# Conv and linear weights carry the network's capacity; biases and normalisation parameters are
+# tiny and pruning them destabilises training, so they are never prunable.
+PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) or name.startswith(p.rstrip("*") + ".") for p in patterns)
+
+
+def prunable_names(
+    model: nn.Module,
+    *,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    prune_head: bool = False,
+) -> list[str]:
+    """Names of the prunable parameters of ``model``, in ``named_parameters`` order.
+
+    Conv and linear weights are prunable; biases and normalisation never. The classifier head is
+    excluded unless ``prune_head``. ``include`` keeps only names matching one of its glob patterns;
+    ``exclude`` drops names matching any of its patterns (a module prefix such as ``"features.0"``
+    matches that module's weight too).
+
+    Example:
+        >>> prunable_names(model, exclude=["conv1.*"])  # doctest: +SKIP
+        ['layer1.0.conv1.weight', ...]
+    """
+    from .models import classifier_param_names
+
+    head = set() if prune_head else set(classifier_param_names(model))
+    names = []
+    for module_name, module in model.named_modules():
+        if not isinstance(module, PRUNABLE_MODULES) or getattr(module, "weight", None) is None:
+            continue
+        name = f"{module_name}.weight" if module_name else "weight"
+        if name in head:
+            continue
+        if include is not None and not _matches(name, include):
+            continue
+        if exclude is not None and _matches(name, exclude):
+            continue
+        names.append(name)
+    if not names:
+        raise ConfigError(
+            "no prunable parameters selected: check the include/exclude patterns "
+            f"(model has {sum(1 for _ in model.parameters())} parameters)"
+        )
+    return names
+
+
+def prunable_weights(model: nn.Module, **selection) -> dict[str, torch.Tensor]:
+    """``{name: weight tensor}`` for :func:`prunable_names` (detached, same storage)."""
+    params = dict(model.named_parameters())
+    return {name: params[name].detach() for name in prunable_names(model, **selection)}
+
+
+def _check_density(value: float, what: str) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{what} must be a fraction in [0, 1], got {value}")
+    return value
+
+
+def _top_k_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest entries of 1-D ``scores``; ties broken by lower index first.
+
+    kthvalue finds the threshold in linear time (far cheaper than a full sort on 20M weights);
+    entries equal to the threshold are then taken in index order, which makes ties deterministic.
+    """
+    n = scores.numel()
+    keep = torch.zeros(n, dtype=torch.bool)
+    if k <= 0:
+        return keep
+    if k >= n:
+        keep.fill_(True)
+        return keep
+    threshold = torch.kthvalue(scores, n - k + 1).values
+    keep = scores > threshold
+    missing = k - int(keep.sum())
+    if missing > 0:
+        ties = torch.nonzero(scores == threshold).flatten()[:missing]
+        keep[ties] = True
+    return keep
+
+
+def magnitude_masks(
+    weights: Mapping[str, torch.Tensor] | nn.Module,
+    density: float,
+    scope: str = "global",
+    previous: Mapping[str, torch.Tensor] | None = None,
+    overrides: Mapping[str, float] | None = None,
+) -> Masks:
+    """Keep the largest-magnitude weights so that exactly ``round(density * n)`` remain.
+
+    Args:
+        weights: ``{name: tensor}`` of the prunable weights (or a model: its default prunable set).
+        density: fraction of ALL prunable weights that remain after the call.
+        scope: ``"global"`` ranks all layers together; ``"layerwise"`` keeps
+            ``round(density * n_layer)`` in every layer.
+        previous: masks of the last pruning level; only weights alive there can be kept (a pruned
+            weight is never revived), so successive levels are nested.
+        overrides: per-layer densities ``{name or glob: density}`` for layers that must follow their
+            own rate (e.g. the output layer); the other layers share the remaining budget.
+
+    Ties are broken deterministically (earlier layer, then lower flat index, wins).
+
+    Example:
+        >>> m1 = magnitude_masks(weights, 0.8)  # doctest: +SKIP
+        >>> m2 = magnitude_masks(weights, 0.64, previous=m1)  # nested in m1  # doctest: +SKIP
+    """
+    if isinstance(weights, nn.Module):
+        weights = prunable_weights(weights)
+    if not weights:
+        raise ConfigError("magnitude_masks got no weights to prune")
+    if scope not in ("global", "layerwise"):
+        raise ConfigError(f"scope must be 'global' or 'layerwise', got {scope!r}")
+    density = _check_density(density, "density")
+    names = list(weights)
+    previous = dict(previous) if previous is not None else {}
+    for name in previous:
+        if name not in weights:
+            raise ConfigError(f"previous mask names a parameter {name!r} that is not among the weights")
+
+    scores: dict[str, torch.Tensor] = {}
+    alive: dict[str, int] = {}
+    for name in names:
+        w = weights[name].detach()
+        flat = w.reshape(-1).to(device="cpu", dtype=torch.float32).abs()
+        if not torch.isfinite(flat).all():
+            raise ConfigError(f"weight {name!r} has non-finite values; cannot rank by magnitude")
+        if name in previous:
+            prev = previous[name]
+            if tuple(prev.shape) != tuple(w.shape):
+                raise ConfigError(
+                    f"previous mask for {name!r} has shape {tuple(prev.shape)}, weight has {tuple(w.shape)}"
+                )
+            prev = prev.reshape(-1).to("cpu", torch.bool)
+            # Dead weights score -1 (below any magnitude) so they are never chosen.
+            flat = torch.where(prev, flat, torch.full_like(flat, -1.0))
+            alive[name] = int(prev.sum())
+        else:
+            alive[name] = flat.numel()
+        scores[name] = flat
+
+    total = sum(s.numel() for s in scores.values())
+    layer_density: dict[str, float] = {}
+    for pattern, value in (overrides or {}).items():
+        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ConfigError(f"override {pattern!r} matches no prunable parameter (have: {names[:5]}...)")
+        for n in hits:
+            layer_density[n] = _check_density(value, f"override density for {n}")
+
+    keep_counts: dict[str, int] = {}
+    for name in names:
+        if name in layer_density or scope == "layerwise":
+            d = layer_density.get(name, density)
+            keep_counts[name] = round(d * scores[name].numel())
+    if scope == "global":
+        budget = round(density * total) - sum(keep_counts.values())
+        pooled = [n for n in names if n not in keep_counts]
+        pooled_alive = sum(alive[n] for n in pooled)
+        if pooled and not 0 <= budget <= pooled_alive:
+            raise ConfigError(
+                f"density {density} is impossible: the layers without overrides would need to keep "
+                f"{budget} weights but {pooled_alive} are alive"
+            )
+    for name, k in keep_counts.items():
+        if k > alive[name]:
+            raise ConfigError(
+                f"density for {name!r} would keep {k} weights but only {alive[name]} are alive in the "
+                "previous mask; pruning never revives weights"
+            )
+
+    masks: Masks = {}
+    for name in keep_counts:
+        masks[name] = _top_k_flat(scores[name], keep_counts[name])
+    if scope == "global" and pooled:
+        flat = torch.cat([scores[n] for n in pooled])
+        keep = _top_k_flat(flat, budget)
+        offset = 0
+        for n in pooled:
+            size = scores[n].numel()
+            masks[n] = keep[offset : offset + size]
+            offset += size
+    return {n: masks[n].reshape(weights[n].shape).clone() for n in names}
+
+
+def random_masks(reference: Mapping[str, torch.Tensor], seed: int) -> Masks:
+    """Uniformly random masks with exactly the same number of kept weights per layer as ``reference``.
+
+    Example:
+        >>> shuffled = random_masks(ticket.masks, seed=0)  # doctest: +SKIP
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    out: Masks = {}
+    for name, mask in reference.items():
+        n, k = mask.numel(), int(mask.sum())
+        flat = torch.zeros(n, dtype=torch.bool)
+        flat[torch.randperm(n, generator=generator)[:k]] = True
+        out[name] = flat.reshape(mask.shape)
+    return out
+
+
+def overall_density(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of all masked weights that are kept."""
+    total = sum(m.numel() for m in masks.values())
+    return float(sum(int(m.sum()) for m in masks.values()) / total) if total else 1.0
+
+
+def layer_densities(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """``{name: fraction kept}`` per layer."""
+    return {n: float(int(m.sum()) / m.numel()) for n, m in masks.items()}
+
+
+def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict:
+    """Jaccard overlap |a∧b| / |a∨b| per layer and overall between two masks of the same layers.
+
+    Example:
+        >>> mask_overlap(t1.masks, t2.masks)["overall"]  # doctest: +SKIP
+        0.83
+    """
+    if set(a) != set(b):
+        raise ConfigError(f"masks cover different layers: only in first {sorted(set(a) - set(b))[:3]}, "
+                          f"only in second {sorted(set(b) - set(a))[:3]}")
+    layers = {}
+    inter_total = union_total = 0
+    for name in a:
+        if a[name].shape != b[name].shape:
+            raise ConfigError(f"mask {name!r} has shape {tuple(a[name].shape)} vs {tuple(b[name].shape)}")
+        inter = int((a[name] & b[name]).sum())
+        union = int((a[name] | b[name]).sum())
+        layers[name] = inter / union if union else 1.0
+        inter_total += inter
+        union_total += union
+    return {"layers": layers, "overall": inter_total / union_total if union_total else 1.0}

@@ -1,0 +1,183 @@
+"""The Ticket: an architecture, its masks, the weights at the rewind step, and metadata.
+
+Example:
+    >>> import ticket_zoo as tz  # doctest: +SKIP
+    >>> ticket = tz.load("runs/digits/level_05")  # doctest: +SKIP
+    >>> ticket.density, ticket.arch  # doctest: +SKIP
+    (0.328, 'lenet_300_100')
+    >>> model = ticket.build(num_classes=5)  # fresh 5-way head, masks applied  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import TicketFormatError, UnknownArchitectureError
+from .masked import apply_masks_
+from .masks import layer_densities, overall_density
+
+
+def create_model(arch: str, arch_kwargs: Mapping[str, Any], *, device: str | torch.device | None = None) -> nn.Module:
+    """``timm.create_model`` with the paper architectures registered and a clear error for unknown names."""
+    import timm
+
+    from . import models  # noqa: F401  (registers the paper architectures into timm)
+
+    if not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise UnknownArchitectureError(f"unknown architecture {arch!r}{hint}")
+    kwargs = dict(arch_kwargs)
+    kwargs.pop("pretrained", None)
+    if device is not None:
+        with torch.device(device):
+            return timm.create_model(arch, pretrained=False, **kwargs)
+    return timm.create_model(arch, pretrained=False, **kwargs)
+
+
+@dataclass
+class Ticket:
+    """A lottery ticket: ``f(x; m ⊙ θk)`` for a timm architecture.
+
+    Attributes:
+        arch: timm model name (``"vgg19_cifar"``, ``"resnet18"``, ...).
+        arch_kwargs: keyword arguments for ``timm.create_model``; always includes the source
+            ``num_classes`` (and ``in_chans`` / ``img_size`` where the architecture takes them).
+        masks: ``{parameter name: bool tensor}``; True = kept.
+        init: full ``state_dict`` at the rewind step (parameters and buffers), pruned entries zero.
+        meta: JSON-serialisable metadata (source dataset, method, level, rewind step, seed,
+            source accuracy, recipe, versions, input_size, ...).
+    """
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    masks: dict[str, torch.Tensor]
+    init: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "num_classes" not in self.arch_kwargs:
+            raise TicketFormatError("arch_kwargs must include the source 'num_classes'")
+        for name, mask in self.masks.items():
+            if mask.dtype != torch.bool:
+                raise TicketFormatError(f"mask {name!r} must be bool, got {mask.dtype}")
+            if name not in self.init:
+                raise TicketFormatError(f"mask {name!r} has no rewind weights in init")
+            if tuple(self.init[name].shape) != tuple(mask.shape):
+                raise TicketFormatError(
+                    f"mask {name!r} has shape {tuple(mask.shape)} but init has {tuple(self.init[name].shape)}"
+                )
+            # Pruned entries are zero by definition; storing them so keeps the round trip exact.
+            if bool((self.init[name][~mask] != 0).any()):
+                self.init[name] = self.init[name].masked_fill(~mask, 0)
+
+    # --- derived facts ----------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the source task (the head the ticket was found with)."""
+        return int(self.arch_kwargs["num_classes"])
+
+    @property
+    def density(self) -> float:
+        """Fraction of prunable weights kept (1.0 for an unpruned ticket)."""
+        return overall_density(self.masks)
+
+    @property
+    def layer_densities(self) -> dict[str, float]:
+        """Fraction kept per masked layer."""
+        return layer_densities(self.masks)
+
+    @property
+    def name(self) -> str | None:
+        return self.meta.get("name")
+
+    def __repr__(self) -> str:
+        return (
+            f"Ticket(arch={self.arch!r}, density={self.density:.4f}, layers={len(self.masks)}, "
+            f"num_classes={self.num_classes}, source={self.meta.get('source')!r})"
+        )
+
+    # --- construction -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        masks: Mapping[str, torch.Tensor],
+        *,
+        arch: str,
+        arch_kwargs: Mapping[str, Any],
+        init_state: Mapping[str, torch.Tensor] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Ticket:
+        """Make a ticket from a model (or an explicit rewind ``init_state``) and masks.
+
+        Example:
+            >>> t = Ticket.from_model(model, masks, arch="conv4", arch_kwargs={"num_classes": 10},
+            ...                       init_state=rewind_state, meta={"source": "cifar10"})  # doctest: +SKIP
+        """
+        state = init_state if init_state is not None else model.state_dict()
+        init = {k: v.detach().to("cpu").clone() for k, v in state.items()}
+        masks = {k: v.detach().to("cpu", torch.bool).clone() for k, v in masks.items()}
+        return cls(arch=arch, arch_kwargs=dict(arch_kwargs), masks=masks, init=init, meta=dict(meta or {}))
+
+    def with_(self, **changes: Any) -> Ticket:
+        """A copy with some fields replaced (masks/init/meta are copied, not shared)."""
+        fields = {
+            "arch": self.arch,
+            "arch_kwargs": copy.deepcopy(self.arch_kwargs),
+            "masks": {k: v.clone() for k, v in self.masks.items()},
+            "init": {k: v.clone() for k, v in self.init.items()},
+            "meta": copy.deepcopy(self.meta),
+        }
+        fields.update(changes)
+        return Ticket(**fields)
+
+    # --- use --------------------------------------------------------------------------------------
+
+    def build(
+        self,
+        num_classes: int | None = None,
+        *,
+        head_seed: int = 0,
+        device: str | torch.device | None = None,
+    ) -> nn.Module:
+        """A plain timm ``nn.Module`` with the rewind weights loaded and pruned weights exactly zero.
+
+        When ``num_classes`` differs from the source, the classifier is replaced by a fresh,
+        unpruned head initialised deterministically from ``head_seed``.
+
+        Example:
+            >>> model = ticket.build(num_classes=5)  # doctest: +SKIP
+        """
+        from .models import classifier_param_names, replace_head
+
+        model = create_model(self.arch, self.arch_kwargs)
+        model.load_state_dict(self.init, strict=True)
+        masks = self.masks
+        if num_classes is not None and int(num_classes) != self.num_classes:
+            head = set(classifier_param_names(model))
+            replace_head(model, int(num_classes), seed=head_seed)
+            masks = {k: v for k, v in masks.items() if k not in head}
+        apply_masks_(model, masks)
+        if device is not None:
+            model.to(device)
+        return model
+
+    def masks_for(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The masks that apply to a model built from this ticket (a replaced head drops its mask).
+
+        Example:
+            >>> model = ticket.build(num_classes=5); masks = ticket.masks_for(model)  # doctest: +SKIP
+        """
+        params = dict(model.named_parameters())
+        return {k: v for k, v in self.masks.items() if k in params and params[k].shape == v.shape}
