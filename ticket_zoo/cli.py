@@ -1,0 +1,55 @@
+"""The ``ticket-zoo`` command. Each stage module contributes its subcommands via ``register_cli``.
+
+Example:
+    $ ticket-zoo find --config recipes/lenet_300_100-digits.yaml --out runs/digits
+    $ ticket-zoo list --arch conv4
+    $ ticket-zoo report runs/transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+from .errors import TicketZooError
+
+# Order here is the order of `ticket-zoo --help`.
+_STAGES = ("find", "transfer", "report", "zoo", "hub", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticket-zoo",
+        description="Find, store, share and transfer lottery tickets on any timm architecture.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('ticket_zoo').__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for stage in _STAGES:
+        module = import_module(f"ticket_zoo.{stage}")
+        module.register_cli(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TicketZooError as exc:
+        # One clear line for the user; the type tells scripts what went wrong.
+        print(f"ticket-zoo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ticket-zoo: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,592 @@
+"""Aggregate transfer results into the comparison Morcos et al. (2019) report.
+
+The transfer engine appends one JSON object per finished cell to ``OUT/results.jsonl``. This module
+turns those rows into
+
+* a **summary**: mean, sample std and Student-t 95% interval of test accuracy over seeds, per
+  (setting, control, density);
+* **comparisons**: winning minus a control (``random_ticket``, ``reinit``, ``random_mask``),
+  paired by seed, with a 95% interval and a paired t-test;
+* **matching sparsity**: the lowest density at which the winning ticket stays within a tolerance of
+  the dense network;
+
+and writes them as ``report.csv``, ``report.json``, ``report.png`` and a markdown table.
+
+A *setting* is ``(arch, source, target, optimizer)``: a ticket family (architecture and source task)
+transferred to one target with one optimizer. Keeping ``arch`` and ``source`` in the key means a
+results file holding tickets from several sources (the point of Morcos et al.) is never averaged
+across sources. Accuracies are percent (0..100).
+
+Example::
+
+    >>> from ticket_zoo.report import build_report
+    >>> report = build_report("runs/conv4-digits", show=False)  # doctest: +SKIP
+    >>> report["matching"][0]["matching_density"]  # doctest: +SKIP
+    0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from .errors import ConfigError
+
+__all__ = [
+    "CONTROL_ORDER",
+    "read_results",
+    "summarize",
+    "compare",
+    "matching_sparsity",
+    "build_report",
+    "register_cli",
+]
+
+#: Known controls in the order they appear in tables and legends; unknown ones follow, sorted.
+CONTROL_ORDER: tuple[str, ...] = ("winning", "random_ticket", "reinit", "random_mask", "dense")
+#: Baselines ``build_report`` compares the winning ticket against, when present in the results.
+BASELINES: tuple[str, ...] = ("random_ticket", "reinit", "random_mask")
+
+_SETTING = ("arch", "source", "target", "optimizer")
+_REQUIRED = ("target", "optimizer", "control", "density", "seed", "test_acc")
+# Fixed per control so a colour means the same thing in every panel and every report.
+_STYLE: dict[str, tuple[str, str]] = {
+    "winning": ("#1f77b4", "o"),
+    "random_ticket": ("#d62728", "s"),
+    "reinit": ("#2ca02c", "^"),
+    "random_mask": ("#9467bd", "D"),
+    "dense": ("#444444", ""),
+}
+_FALLBACK_COLOURS = ("#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+_DENSITY_DIGITS = 10  # densities are keyed after rounding so 0.05 and 0.05000000000001 agree
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _check_row(row: Any, where: str) -> dict[str, Any]:
+    """Validate one result row and return a normalised copy (setting keys as str, rounded density)."""
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [k for k in _REQUIRED if k not in row]
+    if missing:
+        raise ConfigError(
+            f"{where}: missing field(s) {missing}; every result row needs {list(_REQUIRED)} "
+            "(rows are written by ticket_zoo.transfer)"
+        )
+    out = dict(row)
+    for key in ("target", "optimizer", "control"):
+        if not isinstance(row[key], str) or not row[key]:
+            raise ConfigError(f"{where}: field {key!r} must be a non-empty string, got {row[key]!r}")
+    for key in ("arch", "source"):
+        # Optional for hand-made files; "-" keeps them groupable and printable.
+        out[key] = str(row.get(key) or "-")
+    density = row["density"]
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise ConfigError(
+            f"{where}: 'density' must be the fraction of weights kept, in (0, 1], got {density!r}"
+        )
+    out["density"] = round(float(density), _DENSITY_DIGITS)
+    acc = row["test_acc"]
+    if (
+        isinstance(acc, bool)
+        or not isinstance(acc, (int, float))
+        or not math.isfinite(acc)
+        or not 0 <= acc <= 100
+    ):
+        raise ConfigError(f"{where}: 'test_acc' must be a percentage in [0, 100], got {acc!r}")
+    out["test_acc"] = float(acc)
+    seed = row["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+        raise ConfigError(f"{where}: 'seed' must be an integer, got {seed!r}")
+    return out
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a ``results.jsonl`` written by the transfer engine.
+
+    A malformed *last* line is what a writer killed mid-write leaves behind: it is skipped with a
+    ``UserWarning``. A malformed line anywhere else, or a row missing required fields, raises
+    :class:`~ticket_zoo.errors.ConfigError` naming the line number. Blank lines are ignored.
+
+    Example::
+
+        >>> rows = read_results("runs/demo/results.jsonl")  # doctest: +SKIP
+        >>> rows[0]["control"], rows[0]["test_acc"]  # doctest: +SKIP
+        ('winning', 97.1)
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no results file at {path}; run `ticket-zoo transfer` to produce it, or pass the right OUT folder"
+        ) from None
+    # Bytes, not text: a killed writer can cut a multi-byte character in half.
+    lines = [(i + 1, raw) for i, raw in enumerate(data.split(b"\n")) if raw.strip()]
+    rows: list[dict[str, Any]] = []
+    for idx, (lineno, raw) in enumerate(lines):
+        is_last = idx == len(lines) - 1
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if is_last:
+                warnings.warn(
+                    f"{path}: skipping unreadable last line {lineno} (a writer was probably interrupted): {exc}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                continue
+            raise ConfigError(
+                f"{path}: line {lineno} is not valid JSON ({exc}); fix or delete that line"
+            ) from None
+        rows.append(_check_row(obj, f"{path}: line {lineno}"))
+    return rows
+
+
+# --- statistics ----------------------------------------------------------------------------------------
+
+
+def _normalise(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_check_row(r, f"row {i}") for i, r in enumerate(rows)]
+
+
+def _control_rank(control: str) -> tuple[int, str]:
+    return (CONTROL_ORDER.index(control), "") if control in CONTROL_ORDER else (len(CONTROL_ORDER), control)
+
+
+def _per_seed(rows: list[dict[str, Any]]) -> dict[tuple, dict[Any, list[float]]]:
+    """(setting..., control, density) -> {seed: [test_acc, ...]}."""
+    groups: dict[tuple, dict[Any, list[float]]] = {}
+    for r in rows:
+        key = (*(r[k] for k in _SETTING), r["control"], r["density"])
+        groups.setdefault(key, {}).setdefault(r["seed"], []).append(r["test_acc"])
+    return groups
+
+
+def _seed_values(by_seed: dict[Any, list[float]]) -> dict[Any, float]:
+    # The seed is the unit of replication. Several rows for one seed happen legitimately (the dense
+    # control is re-run beside every ticket of a family, or a cell was re-run): average them, so a
+    # seed is counted once in n and in the pairing.
+    return {s: float(np.mean(v)) for s, v in by_seed.items()}
+
+
+def _t_interval(values: Sequence[float]) -> tuple[float, float | None, float]:
+    """(mean, sample std or None, halfwidth) of a Student-t 95% interval; halfwidth 0 when n == 1."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, None, 0.0
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(x) - 1) * sd / math.sqrt(len(x)))
+    return mean, sd, half
+
+
+def _setting_dict(key: tuple) -> dict[str, Any]:
+    return dict(zip(_SETTING, key[: len(_SETTING)], strict=True))
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, sample std and Student-t 95% interval of test accuracy over seeds.
+
+    One row per (arch, source, target, optimizer, control, density), with ``n`` distinct seeds
+    (rows sharing a seed are averaged first; ``n_runs`` counts rows). With one seed the interval
+    collapses to the mean, ``std`` is None and ``single_seed`` is True.
+
+    Example::
+
+        >>> rows = [dict(target="t", optimizer="sgd", control="winning", density=0.1, seed=s,
+        ...              test_acc=a) for s, a in enumerate([90.0, 92.0, 94.0])]
+        >>> s = summarize(rows)[0]
+        >>> s["mean"], s["std"], round(s["ci95_high"] - s["mean"], 3)
+        (92.0, 2.0, 4.968)
+    """
+    out = []
+    for key, by_seed in _per_seed(_normalise(rows)).items():
+        values = list(_seed_values(by_seed).values())
+        mean, sd, half = _t_interval(values)
+        out.append(
+            {
+                **_setting_dict(key),
+                "control": key[-2],
+                "density": key[-1],
+                "n": len(values),
+                "n_runs": sum(len(v) for v in by_seed.values()),
+                "mean": mean,
+                "std": sd,
+                "halfwidth": half,
+                "ci95_low": mean - half,
+                "ci95_high": mean + half,
+                "single_seed": len(values) < 2,
+            }
+        )
+    out.sort(key=lambda r: (*(r[k] for k in _SETTING), _control_rank(r["control"]), -r["density"]))
+    return out
+
+
+def compare(
+    rows: Iterable[dict[str, Any]], baseline: str = "random_ticket", *, control: str = "winning"
+) -> list[dict[str, Any]]:
+    """``control`` minus ``baseline`` test accuracy, paired by seed, per setting and density.
+
+    Only seeds present for both controls are paired (``n_pairs``; ``unpaired`` counts the rest).
+    Reports the mean difference with a Student-t 95% interval and the two-sided paired t-test
+    (``scipy.stats.ttest_rel``); ``t_stat``/``p_value`` are None with fewer than two pairs or when
+    every difference is identical (the test is undefined). A row is produced wherever both controls
+    were run at a density, even with no common seed, so a missing pairing is visible.
+
+    Example::
+
+        >>> mk = lambda c, s, a: dict(target="t", optimizer="sgd", control=c, density=0.1, seed=s, test_acc=a)
+        >>> rows = [mk("winning", 0, 91.0), mk("winning", 1, 93.0), mk("random_ticket", 0, 90.0),
+        ...         mk("random_ticket", 1, 90.0)]
+        >>> c = compare(rows)[0]
+        >>> c["mean_diff"], c["n_pairs"], round(c["p_value"], 3)
+        (2.0, 2, 0.295)
+    """
+    groups = _per_seed(_normalise(rows))
+    out = []
+    for key, by_seed in groups.items():
+        if key[-2] != control:
+            continue
+        base_key = (*key[:-2], baseline, key[-1])
+        if base_key not in groups:
+            continue
+        a, b = _seed_values(by_seed), _seed_values(groups[base_key])
+        common = sorted(set(a) & set(b), key=str)
+        row: dict[str, Any] = {
+            **_setting_dict(key),
+            "density": key[-1],
+            "control": control,
+            "baseline": baseline,
+            "n_pairs": len(common),
+            "unpaired": len(set(a) ^ set(b)),
+            "mean_diff": None,
+            "std_diff": None,
+            "halfwidth": None,
+            "ci95_low": None,
+            "ci95_high": None,
+            "t_stat": None,
+            "p_value": None,
+            "control_mean": None,
+            "baseline_mean": None,
+        }
+        if common:
+            xa = np.array([a[s] for s in common])
+            xb = np.array([b[s] for s in common])
+            mean, sd, half = _t_interval(xa - xb)
+            row.update(
+                mean_diff=mean,
+                std_diff=sd,
+                halfwidth=half,
+                ci95_low=mean - half,
+                ci95_high=mean + half,
+                control_mean=float(xa.mean()),
+                baseline_mean=float(xb.mean()),
+            )
+            if len(common) >= 2 and sd is not None and sd > 0:
+                res = stats.ttest_rel(xa, xb)
+                row.update(t_stat=float(res.statistic), p_value=float(res.pvalue))
+        out.append(row)
+    out.sort(key=lambda r: (*(r[k] for k in _SETTING), -r["density"]))
+    return out
+
+
+def matching_sparsity(
+    rows: Iterable[dict[str, Any]], tolerance: float = 1.0, *, control: str = "winning"
+) -> list[dict[str, Any]]:
+    """Per setting, the lowest density at which ``control`` matches the dense network.
+
+    "Matches" means the control's mean test accuracy is at least the dense mean minus ``tolerance``
+    percentage points (doing better than dense also matches). ``matching_density`` is None when the
+    control never matches or the setting has no dense run.
+
+    Example::
+
+        >>> mk = lambda c, d, a: dict(target="t", optimizer="sgd", control=c, density=d, seed=0, test_acc=a)
+        >>> rows = [mk("dense", 1.0, 95.0), mk("winning", 0.2, 94.5), mk("winning", 0.05, 90.0)]
+        >>> matching_sparsity(rows)[0]["matching_density"]
+        0.2
+    """
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ConfigError(f"tolerance must be a non-negative number of accuracy points, got {tolerance!r}")
+    by_setting: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
+    for s in summarize(rows):
+        by_setting.setdefault(tuple(s[k] for k in _SETTING), {}).setdefault(s["control"], []).append(s)
+    out = []
+    for key, controls in sorted(by_setting.items()):
+        dense = controls.get("dense", [])
+        # Dense normally has the single density 1.0; pool all its seeds' means if it has more.
+        dense_mean = float(np.mean([d["mean"] for d in dense])) if dense else None
+        match = None
+        if dense_mean is not None:
+            ok = [s for s in controls.get(control, []) if s["mean"] >= dense_mean - tolerance]
+            match = min(ok, key=lambda s: s["density"]) if ok else None
+        out.append(
+            {
+                **_setting_dict(key),
+                "control": control,
+                "tolerance": float(tolerance),
+                "dense_mean": dense_mean,
+                "matching_density": match["density"] if match else None,
+                "matching_sparsity": round(1.0 - match["density"], _DENSITY_DIGITS) if match else None,
+                "matched_mean": match["mean"] if match else None,
+            }
+        )
+    return out
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[io.IOBase], None], *, binary: bool = False) -> None:
+    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(
+            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
+        ) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_csv(path: Path, report: dict[str, list[dict[str, Any]]]) -> None:
+    tidy = [
+        {"kind": kind, **r}
+        for kind, section in (("summary", "summary"), ("comparison", "comparisons"), ("matching", "matching"))
+        for r in report[section]
+    ]
+    columns: list[str] = []
+    for r in tidy:
+        columns += [k for k in r if k not in columns]
+
+    def write(f: Any) -> None:
+        w = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
+        w.writeheader()
+        for r in tidy:
+            w.writerow({k: "" if v is None else v for k, v in r.items()})
+
+    _atomic_write(path, write)
+
+
+def _fmt_ci(mean: float | None, half: float | None, single: bool = False, signed: bool = False) -> str:
+    if mean is None:
+        return "–"
+    m = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return f"{m}†" if single or half is None else f"{m} ± {half:.2f}"
+
+
+def _fmt_density(d: float) -> str:
+    return f"{100 * d:.4g}%"
+
+
+def markdown_table(report: dict[str, list[dict[str, Any]]]) -> str:
+    """Render a report dict as markdown: one row per setting and density, then matching sparsity."""
+    summary, comparisons = report["summary"], report["comparisons"]
+    controls = sorted({s["control"] for s in summary}, key=_control_rank)
+    baseline = next((b for b in BASELINES if any(c["baseline"] == b for c in comparisons)), None)
+    head = ["ticket", "target", "optimizer", "density", *controls]
+    if baseline:
+        head.append(f"winning − {baseline} (p)")
+    cells: dict[tuple, dict[str, str]] = {}
+    for s in summary:
+        key = (*(s[k] for k in _SETTING), s["density"])
+        cells.setdefault(key, {})[s["control"]] = _fmt_ci(s["mean"], s["halfwidth"], s["single_seed"])
+    for c in comparisons:
+        if c["baseline"] == baseline:
+            key = (*(c[k] for k in _SETTING), c["density"])
+            p = "p n/a" if c["p_value"] is None else f"p={c['p_value']:.3g}"
+            text = _fmt_ci(c["mean_diff"], c["halfwidth"], c["n_pairs"] < 2, signed=True)
+            cells.setdefault(key, {})["diff"] = f"{text} ({p}, n={c['n_pairs']})"
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in sorted(cells, key=lambda k: (*k[:-1], -k[-1])):
+        arch, source, target, opt, density = key
+        row = [f"{arch} {source}", target, opt, _fmt_density(density)]
+        row += [cells[key].get(c, "") for c in controls]
+        if baseline:
+            row.append(cells[key].get("diff", ""))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(
+        "Cells: mean test accuracy (%) ± half-width of the 95% Student-t interval over seeds; † = one seed, no interval."
+    )
+    for m in report["matching"]:
+        where = f"{m['arch']} {m['source']} → {m['target']}, {m['optimizer']}"
+        if m["dense_mean"] is None:
+            lines.append(f"- {where}: matching sparsity n/a (no dense run)")
+        elif m["matching_density"] is None:
+            lines.append(
+                f"- {where}: {m['control']} never within {m['tolerance']:g} points of dense ({m['dense_mean']:.2f}%)"
+            )
+        else:
+            lines.append(
+                f"- {where}: {m['control']} matches dense ({m['dense_mean']:.2f}%) within {m['tolerance']:g} points "
+                f"down to {_fmt_density(m['matching_density'])} of weights remaining "
+                f"(sparsity {_fmt_density(m['matching_sparsity'])})"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _style(control: str, unknown: list[str]) -> tuple[str, str]:
+    if control in _STYLE:
+        return _STYLE[control]
+    return _FALLBACK_COLOURS[unknown.index(control) % len(_FALLBACK_COLOURS)], "v"
+
+
+def _plot(path: Path, summary: list[dict[str, Any]]) -> None:
+    # The object API with an explicit Agg canvas: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    panels: dict[tuple, list[dict[str, Any]]] = {}
+    for s in summary:
+        panels.setdefault(tuple(s[k] for k in _SETTING), []).append(s)
+    controls = sorted({s["control"] for s in summary}, key=_control_rank)
+    unknown = [c for c in controls if c not in _STYLE]
+    ncols = min(3, max(1, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows + 0.8), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (key, items) in zip(axes.flat, sorted(panels.items()), strict=False):
+        densities = sorted({s["density"] for s in items})
+        for control in controls:
+            pts = sorted((s for s in items if s["control"] == control), key=lambda s: s["density"])
+            if not pts:
+                continue
+            colour, marker = _style(control, unknown)
+            if control == "dense":
+                # Dense has one density: draw it as a reference level across the whole panel.
+                for p in pts:
+                    ax.axhline(p["mean"], color=colour, ls="--", lw=1.5, zorder=2)
+                    ax.axhspan(p["ci95_low"], p["ci95_high"], color=colour, alpha=0.12, lw=0, zorder=1)
+                continue
+            x = [p["density"] for p in pts]
+            ax.fill_between(
+                x, [p["ci95_low"] for p in pts], [p["ci95_high"] for p in pts], color=colour, alpha=0.2, lw=0
+            )
+            ax.plot(x, [p["mean"] for p in pts], color=colour, marker=marker, ms=5, lw=1.8, zorder=3)
+        ax.set_xscale("log")
+        lo = min(densities)
+        ax.set_xlim(lo / 1.25 if lo < 1 else 0.5, 1.25)
+        # 1-2-5 ticks per decade in percent: readable for any grid of densities, never colliding.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:.3g}%"))
+        ax.set_xlabel("weights remaining (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        arch, source, target, opt = key
+        ax.set_title(f"{arch}: {source} → {target}\noptimizer: {opt}", fontsize=10)
+        ax.grid(True, which="major", alpha=0.35)
+    handles = []
+    for control in controls:
+        colour, marker = _style(control, unknown)
+        ls = "--" if control == "dense" else "-"
+        handles.append(Line2D([], [], color=colour, marker=marker or None, ls=ls, lw=1.8, label=control))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+    fig.suptitle(
+        "Ticket transfer: test accuracy vs weights remaining (bands: 95% CI over seeds)", fontsize=11
+    )
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+
+
+def build_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    results_name: str = "results.jsonl",
+    show: bool = True,
+    tolerance: float = 1.0,
+) -> dict[str, list[dict[str, Any]]]:
+    """Read ``OUT/results.jsonl`` and write ``report.csv``, ``report.json`` and ``report.png`` beside it.
+
+    Comparisons are winning minus each baseline present (``random_ticket``, ``reinit``,
+    ``random_mask``); matching sparsity uses ``tolerance`` accuracy points. Prints a markdown table
+    when ``show``. Returns ``{"summary": [...], "comparisons": [...], "matching": [...]}``, the same
+    dict that ``report.json`` holds.
+
+    Example::
+
+        >>> report = build_report("runs/conv4-digits", show=False)  # doctest: +SKIP
+        >>> sorted(report)  # doctest: +SKIP
+        ['comparisons', 'matching', 'summary']
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise ConfigError(f"{out} is not a folder; pass the OUT folder the transfer run wrote to")
+    rows = read_results(out / results_name)
+    if not rows:
+        raise ConfigError(
+            f"{out / results_name} holds no results yet; run or resume `ticket-zoo transfer` first"
+        )
+    present = {r["control"] for r in rows}
+    report = {
+        "summary": summarize(rows),
+        "comparisons": [c for b in BASELINES if b in present for c in compare(rows, baseline=b)],
+        "matching": matching_sparsity(rows, tolerance=tolerance),
+    }
+    _write_csv(out / "report.csv", report)
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    _atomic_write(out / "report.json", lambda f: f.write(text))
+    _plot(out / "report.png", report["summary"])
+    if show:
+        print(markdown_table(report))
+    return report
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def _cli(args: argparse.Namespace) -> int:
+    build_report(args.out_dir, results_name=args.results_name, show=not args.quiet, tolerance=args.tolerance)
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``ticket-zoo report OUT`` to an argparse subparsers object.
+
+    Example::
+
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="ticket-zoo")
+        >>> register_cli(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["report", "runs/demo", "--quiet"])
+        >>> args.out_dir, args.quiet
+        ('runs/demo', True)
+    """
+    p = subparsers.add_parser(
+        "report",
+        help="summarise a transfer run: table, report.csv/json/png",
+        description="Aggregate OUT/results.jsonl into a markdown table, report.csv, report.json and report.png.",
+    )
+    p.add_argument("out_dir", metavar="OUT", help="folder holding results.jsonl (the transfer run's OUT)")
+    p.add_argument(
+        "--results-name", default="results.jsonl", help="results file inside OUT (default: %(default)s)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1.0,
+        help="accuracy points within dense that count as matching (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="do not print the markdown table")
+    p.set_defaults(func=_cli)
