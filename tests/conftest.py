@@ -1,0 +1,37 @@
+"""Shared fixtures. The Hub fixtures run the in-memory test Hub of ``tests/hub_server.py``.
+
+- ``hub_server``: a started :class:`HubServer` (stopped after the test).
+- ``hf_env``: ``hub_server`` plus ``huggingface_hub`` pointed at it (endpoint, a fresh cache in
+  ``tmp_path``, dummy token, Xet disabled, online); ``hf_env.server``, ``.url``, ``.cache_dir``,
+  ``.set_offline(bool)``, ``.set_xet(bool)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Safety net before anything imports huggingface_hub: no test may reach huggingface.co. Tests that
+# talk to the test Hub get online mode back from the ``hf_env`` fixture.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
+
+from tests.hub_server import HubEnv, HubServer, configure_client  # noqa: E402
+
+
+@pytest.fixture
+def hub_server():
+    """A fresh in-memory Hub on 127.0.0.1 for one test."""
+    server = HubServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def hf_env(hub_server: HubServer, tmp_path, monkeypatch) -> HubEnv:
+    """``huggingface_hub`` pointed at ``hub_server`` with an isolated cache (Xet off, online)."""
+    return configure_client(hub_server, tmp_path, monkeypatch)
