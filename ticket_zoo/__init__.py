@@ -38,7 +38,7 @@ _LAZY = {
     "apply_masks_": "masked",
     "hold_masks": "masked",
     "find_tickets": "find",
-    "transfer": "transfer",
+    "transfer": "transfer_engine",
     "build_report": "report",
     "push": "hub",
     "list_tickets": "zoo",
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .masks import magnitude_masks, mask_overlap, prunable_names, random_masks
     from .report import build_report
     from .ticket import Ticket
-    from .transfer import transfer
+    from .transfer_engine import transfer
     from .zoo import info, list_tickets
 
 

@@ -16,7 +16,7 @@ from importlib import import_module
 from .errors import TicketZooError
 
 # Order here is the order of `ticket-zoo --help`.
-_STAGES = ("find", "transfer", "report", "zoo", "hub", "demo")
+_STAGES = ("find", "transfer_engine", "report", "zoo", "hub", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,7 +84,7 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
     if missing:
         raise ConfigError(
             f"{where}: missing field(s) {missing}; every result row needs {list(_REQUIRED)} "
-            "(rows are written by ticket_zoo.transfer)"
+            "(rows are written by ticket_zoo.transfer())"
         )
     out = dict(row)
     for key in ("target", "optimizer", "control"):
