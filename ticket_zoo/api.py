@@ -33,7 +33,9 @@ def save(ticket: Ticket, directory: str | os.PathLike, *, name: str | None = Non
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"{directory} exists and is not a directory; pass a directory for the ticket")
+        raise NotADirectoryError(
+            f"{directory} exists and is not a directory; pass a directory for the ticket"
+        )
     write_ticket(ticket, directory / TICKET_FILE)
     atomic_write_text(directory / CARD_FILE, str(render_card(ticket, name=name)))
     return directory
@@ -53,7 +55,9 @@ def load(spec: str | os.PathLike) -> Ticket:
     path = Path(text)
     if path.is_dir():
         if not (path / TICKET_FILE).is_file():
-            raise TicketNotFoundError(f"{path} is a directory without {TICKET_FILE}; is it a ticket directory?")
+            raise TicketNotFoundError(
+                f"{path} is a directory without {TICKET_FILE}; is it a ticket directory?"
+            )
         return read_ticket(path / TICKET_FILE)
     if path.is_file():
         return read_ticket(path)

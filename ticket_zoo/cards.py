@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .ticket import Ticket
@@ -77,7 +78,7 @@ def render_card(ticket: Ticket, name: str | None = None, repo_id: str | None = N
     data = card_data(ticket, name)
     load_target = f"hf-hub:{repo_id}" if repo_id else (name if ticket.name else "path/to/ticket_dir")
     rows = "\n".join(
-        f"| `{layer}` | {tuple(ticket.masks[layer].shape)} | {int(ticket.masks[layer].sum())} | {_fmt_pct(d)} |"
+        f"| `{layer}` | {tuple(ticket.masks[layer].shape)} | {int(torch.count_nonzero(ticket.masks[layer]))} | {_fmt_pct(d)} |"
         for layer, d in ticket.layer_densities.items()
     )
     acc_lines = []

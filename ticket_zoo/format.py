@@ -55,7 +55,16 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 _ITEMSIZE = {k: torch.empty((), dtype=v).element_size() for k, v in _DTYPES.items()}
-_REQUIRED_METADATA = ("format", "format_version", "arch", "arch_kwargs", "shapes", "dtypes", "bitorder", "meta")
+_REQUIRED_METADATA = (
+    "format",
+    "format_version",
+    "arch",
+    "arch_kwargs",
+    "shapes",
+    "dtypes",
+    "bitorder",
+    "meta",
+)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -80,6 +89,9 @@ def ticket_to_bytes(ticket: Ticket) -> bytes:
         if mask is None:
             tensors[f"init.{name}"] = value.contiguous().clone()
             continue
+        if not value.is_floating_point():
+            # The reader only accepts floating-point masked tensors; refuse to write what it rejects.
+            raise TicketFormatError(f"masked tensor {name!r} must be floating point, got {value.dtype}")
         flat_mask = mask.detach().cpu().reshape(-1)
         packed = np.packbits(flat_mask.numpy(), bitorder=BITORDER)
         tensors[f"mask.{name}"] = torch.from_numpy(packed)
@@ -97,7 +109,23 @@ def ticket_to_bytes(ticket: Ticket) -> bytes:
         "bitorder": BITORDER,
         "meta": json.dumps(ticket.meta, sort_keys=True, default=str),
     }
-    return st_save(tensors, metadata=metadata)
+    return _canonical(st_save(tensors, metadata=metadata))
+
+
+def _canonical(data: bytes) -> bytes:
+    """Re-frame safetensors bytes with the metadata keys sorted.
+
+    The safetensors writer keeps ``__metadata__`` in a hash map, so its key order (and thus the
+    file's bytes and sha256) changes from one process to the next. Catalogue entries pin a sha256,
+    so the same ticket must always give the same bytes. Data offsets are relative to the end of
+    the header, so only the header is rewritten.
+    """
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data section to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw + data[8 + header_len :]
 
 
 def write_ticket(ticket: Ticket, path: str | os.PathLike) -> Path:
@@ -112,7 +140,9 @@ def _parse_header(data: bytes, source: str) -> tuple[dict[str, Any], int]:
     """Check the safetensors framing ourselves so every failure has a clear message."""
     size = len(data)
     if size < 8:
-        raise TicketFormatError(f"{source}: truncated file ({size} bytes; a ticket starts with an 8-byte header length)")
+        raise TicketFormatError(
+            f"{source}: truncated file ({size} bytes; a ticket starts with an 8-byte header length)"
+        )
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > MAX_HEADER_BYTES:
         raise TicketFormatError(
@@ -129,13 +159,15 @@ def _parse_header(data: bytes, source: str) -> tuple[dict[str, Any], int]:
     if not isinstance(header, dict):
         raise TicketFormatError(f"{source}: garbage header: expected a JSON object")
     data_len = size - 8 - header_len
+    ranges: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
             raise TicketFormatError(f"{source}: garbage header: entry {name!r} is not a tensor description")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _DTYPES:
+        # isinstance first: a list or dict here would make the `in` test raise TypeError (unhashable).
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise TicketFormatError(f"{source}: tensor {name!r} has unsupported dtype {dtype!r}")
         if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
             raise TicketFormatError(f"{source}: garbage header: tensor {name!r} has shape {shape!r}")
@@ -148,7 +180,24 @@ def _parse_header(data: bytes, source: str) -> tuple[dict[str, Any], int]:
                 f"which has only {data_len} bytes"
             )
         if not 0 <= start <= end or end - start != math.prod(shape) * _ITEMSIZE[dtype]:
-            raise TicketFormatError(f"{source}: tensor {name!r} byte range {offsets} does not match {dtype}{shape}")
+            raise TicketFormatError(
+                f"{source}: tensor {name!r} byte range {offsets} does not match {dtype}{shape}"
+            )
+        ranges.append((start, end, name))
+    # safetensors requires the tensors to tile the data section: no overlaps, no holes, no tail.
+    position = 0
+    for start, end, name in sorted(ranges):
+        if start != position:
+            raise TicketFormatError(
+                f"{source}: bad offsets: tensor {name!r} starts at byte {start} of the data section, expected "
+                f"{position} ({'overlaps the previous tensor' if start < position else 'hole before it'})"
+            )
+        position = end
+    if position != data_len:
+        raise TicketFormatError(
+            f"{source}: bad offsets: tensors cover {position} bytes but the data section has {data_len} "
+            "(trailing garbage or a truncated header)"
+        )
     return header, header_len
 
 
@@ -165,7 +214,9 @@ def _json_field(metadata: dict[str, str], key: str, source: str, kind: type) -> 
 def _read_metadata(header: dict[str, Any], source: str) -> dict[str, Any]:
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict):
-        raise TicketFormatError(f"{source}: no ticket metadata: this is a safetensors file but not a ticket-zoo ticket")
+        raise TicketFormatError(
+            f"{source}: no ticket metadata: this is a safetensors file but not a ticket-zoo ticket"
+        )
     if metadata.get("format") != FORMAT_NAME:
         raise TicketFormatError(
             f"{source}: unknown format {metadata.get('format')!r}: expected {FORMAT_NAME!r} (not a ticket-zoo ticket)"
@@ -196,7 +247,10 @@ def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> 
     if set(shapes) != set(dtypes):
         raise TicketFormatError(f"{source}: metadata 'shapes' and 'dtypes' name different tensors")
     tensor_names = {k for k in header if k != "__metadata__"}
-    masked = sorted(k[len("mask.") :] for k in tensor_names if k.startswith("mask."))
+    # A mask whose tensor the metadata does not describe is a stray tensor, not a masked entry.
+    masked = sorted(
+        k[len("mask.") :] for k in tensor_names if k.startswith("mask.") and k[len("mask.") :] in shapes
+    )
     expected = {f"init.{n}" for n in shapes} | {f"mask.{n}" for n in masked}
     missing = sorted(expected - tensor_names)
     extra = sorted(tensor_names - expected)
@@ -206,14 +260,16 @@ def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> 
         raise TicketFormatError(f"{source}: missing tensor(s) {missing[:5]}")
     for name in shapes:
         dtype = dtypes[name]
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise TicketFormatError(f"{source}: tensor {name!r} has unknown dtype {dtype!r} in metadata")
         shape = shapes[name]
         if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
             raise TicketFormatError(f"{source}: metadata shape of {name!r} is invalid: {shape!r}")
         entry = header[f"init.{name}"]
         if entry["dtype"] != dtype:
-            raise TicketFormatError(f"{source}: init.{name} has dtype {entry['dtype']}, metadata says {dtype}")
+            raise TicketFormatError(
+                f"{source}: init.{name} has dtype {entry['dtype']}, metadata says {dtype}"
+            )
         if name in masked:
             numel = math.prod(shape)
             m = header[f"mask.{name}"]
@@ -225,9 +281,19 @@ def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> 
             if len(entry["shape"]) != 1:
                 raise TicketFormatError(f"{source}: init.{name} of a masked tensor must be 1-D kept values")
             if dtype not in ("F64", "F32", "F16", "BF16"):
-                raise TicketFormatError(f"{source}: masked tensor {name!r} must be floating point, got {dtype}")
+                raise TicketFormatError(
+                    f"{source}: masked tensor {name!r} must be floating point, got {dtype}"
+                )
         elif entry["shape"] != shape:
-            raise TicketFormatError(f"{source}: init.{name} has shape {entry['shape']}, metadata says {shape}")
+            # A 1-D init that does not match is what a masked tensor looks like without its mask.
+            hint = (
+                f" (kept values of a masked tensor whose mask.{name} is missing?)"
+                if len(entry["shape"]) == 1
+                else ""
+            )
+            raise TicketFormatError(
+                f"{source}: init.{name} has shape {entry['shape']}, metadata says {shape}{hint}"
+            )
     return masked
 
 
@@ -264,6 +330,12 @@ def _check_architecture(info: dict[str, Any], masked: list[str], source: str) ->
             )
 
 
+def _all_finite(values: torch.Tensor) -> bool:
+    """True when no NaN/inf: min and max propagate NaN, and an inf is the min or max (no big temporary)."""
+    low, high = torch.aminmax(values.reshape(-1))
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
 def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
     """Validate and decode format-v1 bytes into a :class:`Ticket` (raises TicketFormatError)."""
     header, _ = _parse_header(data, source)
@@ -279,7 +351,7 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
     init: dict[str, torch.Tensor] = {}
     for name, shape in info["shapes"].items():
         values = raw[f"init.{name}"]
-        if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        if values.is_floating_point() and values.numel() and not _all_finite(values):
             raise TicketFormatError(f"{source}: init.{name} contains non-finite values (NaN or inf)")
         if name not in masked:
             init[name] = values
@@ -290,7 +362,7 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
         if bits[numel:].any():
             raise TicketFormatError(f"{source}: mask.{name} has bits set beyond its {numel} weights")
         flat_mask = torch.from_numpy(bits[:numel].astype(bool))
-        kept = int(flat_mask.sum())
+        kept = int(torch.count_nonzero(flat_mask))
         if kept != values.numel():
             raise TicketFormatError(
                 f"{source}: mask.{name} keeps {kept} weights but init.{name} stores {values.numel()} values"
@@ -298,7 +370,9 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
         full = torch.zeros(numel, dtype=values.dtype).masked_scatter_(flat_mask, values)
         masks[name] = flat_mask.reshape(shape)
         init[name] = full.reshape(shape)
-    return Ticket(arch=info["arch"], arch_kwargs=info["arch_kwargs"], masks=masks, init=init, meta=info["meta"])
+    return Ticket(
+        arch=info["arch"], arch_kwargs=info["arch_kwargs"], masks=masks, init=init, meta=info["meta"]
+    )
 
 
 def read_ticket(path: str | os.PathLike) -> Ticket:

@@ -44,7 +44,9 @@ def _resolve(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[tuple[
             )
         param = params[name]
         if tuple(mask.shape) != tuple(param.shape):
-            raise ConfigError(f"mask {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(param.shape)}")
+            raise ConfigError(
+                f"mask {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(param.shape)}"
+            )
         if mask.dtype != torch.bool:
             raise ConfigError(f"mask {name!r} must be a bool tensor, got {mask.dtype}")
         pairs.append((param, (~mask).to(param.device)))

@@ -87,6 +87,31 @@ def _check_density(value: float, what: str) -> float:
     return value
 
 
+def _kth_largest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value of 1-D float32 ``scores`` (values >= 0, or exactly -1 for dead weights).
+
+    A two-pass radix select on the float bit patterns: for non-negative IEEE floats the int32 bit
+    pattern orders like the value, so two bincounts (high 16 bits, then low 15 bits inside the one
+    bucket that holds the k-th value) find it exactly. On 20M weights this is several times faster
+    than torch.kthvalue / topk, which sort or partition.
+    """
+    keys = scores.view(torch.int32) + 1  # alive: bits + 1 >= 1
+    keys = keys.masked_fill_(scores < 0, 0)  # dead (-1.0): key 0, below every alive weight
+    high = keys >> 15
+    counts = torch.bincount(high, minlength=1 << 16)
+    from_top = counts.flip(0).cumsum(0)
+    pos = int(torch.searchsorted(from_top, k))
+    bucket = (1 << 16) - 1 - pos
+    above = int(from_top[pos - 1]) if pos > 0 else 0
+    low = keys[high == bucket] & ((1 << 15) - 1)
+    from_top_low = torch.bincount(low, minlength=1 << 15).flip(0).cumsum(0)
+    pos_low = int(torch.searchsorted(from_top_low, k - above))
+    key = (bucket << 15) | ((1 << 15) - 1 - pos_low)
+    if key == 0:
+        return torch.tensor(-1.0)
+    return torch.tensor(key - 1, dtype=torch.int32).view(torch.float32)
+
+
 def _top_k_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of the ``k`` largest entries of 1-D ``scores``; ties broken by lower index first.
 
@@ -100,7 +125,7 @@ def _top_k_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
     if k >= n:
         keep.fill_(True)
         return keep
-    threshold = torch.kthvalue(scores, n - k + 1).values
+    threshold = _kth_largest(scores, k)
     keep = scores > threshold
     missing = k - int(keep.sum())
     if missing > 0:
@@ -221,7 +246,7 @@ def random_masks(reference: Mapping[str, torch.Tensor], seed: int) -> Masks:
     generator = torch.Generator().manual_seed(int(seed))
     out: Masks = {}
     for name, mask in reference.items():
-        n, k = mask.numel(), int(mask.sum())
+        n, k = mask.numel(), int(torch.count_nonzero(mask))
         flat = torch.zeros(n, dtype=torch.bool)
         flat[torch.randperm(n, generator=generator)[:k]] = True
         out[name] = flat.reshape(mask.shape)
@@ -231,12 +256,13 @@ def random_masks(reference: Mapping[str, torch.Tensor], seed: int) -> Masks:
 def overall_density(masks: Mapping[str, torch.Tensor]) -> float:
     """Fraction of all masked weights that are kept."""
     total = sum(m.numel() for m in masks.values())
-    return float(sum(int(m.sum()) for m in masks.values()) / total) if total else 1.0
+    # count_nonzero is an order of magnitude faster than sum() on bool tensors (no int64 upcast).
+    return float(sum(int(torch.count_nonzero(m)) for m in masks.values()) / total) if total else 1.0
 
 
 def layer_densities(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """``{name: fraction kept}`` per layer."""
-    return {n: float(int(m.sum()) / m.numel()) for n, m in masks.items()}
+    return {n: float(int(torch.count_nonzero(m)) / m.numel()) if m.numel() else 1.0 for n, m in masks.items()}
 
 
 def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict:
@@ -247,8 +273,10 @@ def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
         0.83
     """
     if set(a) != set(b):
-        raise ConfigError(f"masks cover different layers: only in first {sorted(set(a) - set(b))[:3]}, "
-                          f"only in second {sorted(set(b) - set(a))[:3]}")
+        raise ConfigError(
+            f"masks cover different layers: only in first {sorted(set(a) - set(b))[:3]}, "
+            f"only in second {sorted(set(b) - set(a))[:3]}"
+        )
     layers = {}
     inter_total = union_total = 0
     for name in a:

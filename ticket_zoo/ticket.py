@@ -23,7 +23,9 @@ from .masked import apply_masks_
 from .masks import layer_densities, overall_density
 
 
-def create_model(arch: str, arch_kwargs: Mapping[str, Any], *, device: str | torch.device | None = None) -> nn.Module:
+def create_model(
+    arch: str, arch_kwargs: Mapping[str, Any], *, device: str | torch.device | None = None
+) -> nn.Module:
     """``timm.create_model`` with the paper architectures registered and a clear error for unknown names."""
     import timm
 
@@ -76,7 +78,7 @@ class Ticket:
                     f"mask {name!r} has shape {tuple(mask.shape)} but init has {tuple(self.init[name].shape)}"
                 )
             # Pruned entries are zero by definition; storing them so keeps the round trip exact.
-            if bool((self.init[name][~mask] != 0).any()):
+            if int(torch.count_nonzero(self.init[name].masked_fill(mask, 0))):
                 self.init[name] = self.init[name].masked_fill(~mask, 0)
 
     # --- derived facts ----------------------------------------------------------------------------
@@ -161,7 +163,10 @@ class Ticket:
         """
         from .models import classifier_param_names, replace_head
 
-        model = create_model(self.arch, self.arch_kwargs)
+        # The random init is overwritten by the rewind state right away; fork the RNG so that building
+        # a ticket never shifts the caller's random stream (same seed -> same data order, same heads).
+        with torch.random.fork_rng(devices=[]):
+            model = create_model(self.arch, self.arch_kwargs)
         model.load_state_dict(self.init, strict=True)
         masks = self.masks
         if num_classes is not None and int(num_classes) != self.num_classes:
