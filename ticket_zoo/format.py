@@ -55,6 +55,7 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
 _ITEMSIZE = {k: torch.empty((), dtype=v).element_size() for k, v in _DTYPES.items()}
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _REQUIRED_METADATA = (
     "format",
     "format_version",
@@ -361,8 +362,8 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
         bits = np.unpackbits(packed, bitorder=info["bitorder"])
         if bits[numel:].any():
             raise TicketFormatError(f"{source}: mask.{name} has bits set beyond its {numel} weights")
-        flat_mask = torch.from_numpy(bits[:numel].astype(bool))
-        kept = int(torch.count_nonzero(flat_mask))
+        flat_mask = torch.from_numpy(bits[:numel].view(np.bool_))  # unpackbits gives 0/1: a free view
+        kept = int(_POPCOUNT[packed].sum(dtype=np.int64))  # on the packed bytes: 8x less to read
         if kept != values.numel():
             raise TicketFormatError(
                 f"{source}: mask.{name} keeps {kept} weights but init.{name} stores {values.numel()} values"
@@ -370,8 +371,14 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
         full = torch.zeros(numel, dtype=values.dtype).masked_scatter_(flat_mask, values)
         masks[name] = flat_mask.reshape(shape)
         init[name] = full.reshape(shape)
+    # init was rebuilt from kept values, so pruned entries are zero by construction.
     return Ticket(
-        arch=info["arch"], arch_kwargs=info["arch_kwargs"], masks=masks, init=init, meta=info["meta"]
+        arch=info["arch"],
+        arch_kwargs=info["arch_kwargs"],
+        masks=masks,
+        init=init,
+        meta=info["meta"],
+        _trusted_zeros=True,
     )
 
 

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from .errors import TicketFormatError, UnknownArchitectureError
-from .masked import apply_masks_
 from .masks import layer_densities, overall_density
 
 
@@ -64,6 +63,7 @@ class Ticket:
     masks: dict[str, torch.Tensor]
     init: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    _trusted_zeros: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if "num_classes" not in self.arch_kwargs:
@@ -77,8 +77,9 @@ class Ticket:
                 raise TicketFormatError(
                     f"mask {name!r} has shape {tuple(mask.shape)} but init has {tuple(self.init[name].shape)}"
                 )
-            # Pruned entries are zero by definition; storing them so keeps the round trip exact.
-            if int(torch.count_nonzero(self.init[name].masked_fill(mask, 0))):
+            # Pruned entries are zero by definition (build() relies on it); readers that reconstruct
+            # init from kept values already satisfy it and skip this pass.
+            if not self._trusted_zeros and int(torch.count_nonzero(self.init[name].masked_fill(mask, 0))):
                 self.init[name] = self.init[name].masked_fill(~mask, 0)
 
     # --- derived facts ----------------------------------------------------------------------------
@@ -161,19 +162,21 @@ class Ticket:
         Example:
             >>> model = ticket.build(num_classes=5)  # doctest: +SKIP
         """
-        from .models import classifier_param_names, replace_head
+        from .models import replace_head
 
-        # The random init is overwritten by the rewind state right away; fork the RNG so that building
-        # a ticket never shifts the caller's random stream (same seed -> same data order, same heads).
+        # Build on the meta device (no memory, no random init: the rewind state replaces it anyway)
+        # and adopt copies of the rewind tensors. The RNG is forked so that building never shifts the
+        # caller's random stream (same seed -> same data order, same heads).
         with torch.random.fork_rng(devices=[]):
-            model = create_model(self.arch, self.arch_kwargs)
-        model.load_state_dict(self.init, strict=True)
-        masks = self.masks
+            model = create_model(self.arch, self.arch_kwargs, device="meta")
+            model.load_state_dict({k: v.clone() for k, v in self.init.items()}, strict=True, assign=True)
+            if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+                # A non-persistent buffer is not in the state dict: build the ordinary way instead.
+                model = create_model(self.arch, self.arch_kwargs)
+                model.load_state_dict(self.init, strict=True)
         if num_classes is not None and int(num_classes) != self.num_classes:
-            head = set(classifier_param_names(model))
-            replace_head(model, int(num_classes), seed=head_seed)
-            masks = {k: v for k, v in masks.items() if k not in head}
-        apply_masks_(model, masks)
+            replace_head(model, int(num_classes), seed=head_seed)  # fresh and unpruned: see masks_for()
+        # No masking pass needed: pruned entries of init are exactly zero (the Ticket invariant).
         if device is not None:
             model.to(device)
         return model

@@ -1,0 +1,328 @@
+"""Benchmarks: speed, memory and size as ratios against a baseline run in the same process.
+
+Each benchmark writes ``benchmarks/results/<name>.json``; BENCHMARKS.md is re-rendered from all
+result files, so benchmarks can be re-run one at a time:
+
+    .venv/bin/python benchmarks/run.py                      # all
+    .venv/bin/python benchmarks/run.py --only masked_step   # one
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ticket_zoo._io import atomic_write_text  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict]] = {}
+
+
+def benchmark(fn: Callable[[argparse.Namespace], dict]) -> Callable[[argparse.Namespace], dict]:
+    BENCHMARKS[fn.__name__] = fn
+    return fn
+
+
+def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+# --- issue: foundation -----------------------------------------------------------------------------
+
+
+def _make_step(arch: str, kind: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One SGD training step of ``arch``: dense, held by ticket_zoo, or torch.nn.utils.prune."""
+    import torch.nn.functional as F
+    from torch.nn.utils import prune
+
+    from ticket_zoo.masked import hold_masks
+    from ticket_zoo.masks import magnitude_masks, prunable_names, prunable_weights
+    from ticket_zoo.ticket import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, {"num_classes": 10})
+    if kind == "torch_prune":
+        masks = magnitude_masks(prunable_weights(model), 0.2)
+        modules = dict(model.named_modules())
+        for name in prunable_names(model):
+            prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", masks[name])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    if kind == "masked":
+        hold_masks(model, opt, magnitude_masks(prunable_weights(model), 0.2))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+@benchmark
+def masked_step(args: argparse.Namespace) -> dict:
+    """Masked training step vs dense step (and vs torch.nn.utils.prune), batch 64 at 32x32."""
+    rows = []
+    for arch in ("vgg19_cifar", "resnet18"):
+        x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(1))
+        steps = {kind: _make_step(arch, kind, x, y) for kind in ("dense", "masked", "torch_prune")}
+        # Interleave the variants so drift in machine load hits all of them alike.
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for step in steps.values():
+            step()
+            step()
+        for _ in range(args.repeats):
+            for kind, step in steps.items():
+                t0 = time.perf_counter()
+                step()
+                times[kind].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(
+            {
+                "arch": arch,
+                "dense_s": med["dense"],
+                "masked_s": med["masked"],
+                "torch_prune_s": med["torch_prune"],
+                "masked_ratio": med["masked"] / med["dense"],
+                "torch_prune_ratio": med["torch_prune"] / med["dense"],
+            }
+        )
+        del steps
+        gc.collect()
+    return {"rows": rows, "target": "masked / dense <= 1.02", "repeats": args.repeats}
+
+
+@benchmark
+def file_size(args: argparse.Namespace) -> dict:
+    """Ticket bits per prunable weight vs torch.nn.utils.prune and dense state_dicts (vgg19_cifar)."""
+    from safetensors.torch import save as st_save
+    from torch.nn.utils import prune
+
+    from ticket_zoo.format import ticket_to_bytes
+    from ticket_zoo.masks import magnitude_masks, prunable_names, prunable_weights
+    from ticket_zoo.ticket import Ticket, create_model
+
+    torch.manual_seed(0)
+    model = create_model("vgg19_cifar", {"num_classes": 10})
+    names = prunable_names(model)
+    n_prunable = sum(dict(model.named_parameters())[n].numel() for n in names)
+    other_bits = 8 * sum(v.numel() * v.element_size() for k, v in model.state_dict().items() if k not in names)
+    dense_bits = 8 * len(st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    rows = []
+    for density in (0.8, 0.2, 0.05, 0.01):
+        masks = magnitude_masks(prunable_weights(model), density)
+        ticket = Ticket.from_model(model, masks, arch="vgg19_cifar", arch_kwargs={"num_classes": 10})
+        ticket_bits = 8 * len(ticket_to_bytes(ticket))
+        pruned = create_model("vgg19_cifar", {"num_classes": 10})
+        pruned.load_state_dict(model.state_dict())
+        modules = dict(pruned.named_modules())
+        for name in names:
+            prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", masks[name])
+        prune_sd = {k: v.contiguous() for k, v in pruned.state_dict().items()}
+        prune_bits = 8 * len(st_save(prune_sd))
+        per_weight = lambda bits: (bits - other_bits) / n_prunable  # noqa: E731
+        rows.append(
+            {
+                "density": density,
+                "ticket_bits_per_weight": per_weight(ticket_bits),
+                "target_bits_per_weight": (1 + 32 * density) * 1.01,
+                "torch_prune_bits_per_weight": per_weight(prune_bits),
+                "dense_bits_per_weight": per_weight(dense_bits),
+                "ticket_bytes": ticket_bits // 8,
+                "torch_prune_bytes": prune_bits // 8,
+                "dense_bytes": dense_bits // 8,
+            }
+        )
+    return {"rows": rows, "n_prunable": n_prunable, "note": "non-prunable tensors (BN, biases, head) excluded from bits/weight"}
+
+
+@benchmark
+def load_time(args: argparse.Namespace) -> dict:
+    """ticket_zoo.load(dir).build() vs timm.create_model + load_state_dict (vgg19_cifar, 20% density)."""
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    import ticket_zoo as tz
+    from ticket_zoo.masks import magnitude_masks, prunable_weights
+    from ticket_zoo.ticket import Ticket, create_model
+
+    torch.manual_seed(0)
+    model = create_model("vgg19_cifar", {"num_classes": 10})
+    masks = magnitude_masks(prunable_weights(model), 0.2)
+    ticket = Ticket.from_model(model, masks, arch="vgg19_cifar", arch_kwargs={"num_classes": 10})
+    with tempfile.TemporaryDirectory() as tmp:
+        tz.save(ticket, Path(tmp) / "t")
+        dense_path = Path(tmp) / "dense.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, dense_path)
+
+        def baseline():
+            m = create_model("vgg19_cifar", {"num_classes": 10})
+            m.load_state_dict(load_file(dense_path))
+            return m
+
+        def ours():
+            return tz.load(Path(tmp) / "t").build()
+
+        base = _median_time(baseline, args.repeats)
+        mine = _median_time(ours, args.repeats)
+    return {"baseline_s": base, "ticket_s": mine, "ratio": mine / base, "target": "<= 1.2"}
+
+
+@benchmark
+def magnitude_20m(args: argparse.Namespace) -> dict:
+    """Global magnitude_masks on vgg19_cifar's ~20M prunable weights."""
+    from ticket_zoo.masks import magnitude_masks, prunable_weights
+    from ticket_zoo.ticket import create_model
+
+    torch.manual_seed(0)
+    weights = prunable_weights(create_model("vgg19_cifar", {"num_classes": 10}))
+    n = sum(w.numel() for w in weights.values())
+    first = magnitude_masks(weights, 0.8)
+    fresh = _median_time(lambda: magnitude_masks(weights, 0.2), args.repeats, warmup=1)
+    nested = _median_time(lambda: magnitude_masks(weights, 0.64, previous=first), args.repeats, warmup=1)
+    return {"n_weights": n, "seconds": fresh, "seconds_with_previous": nested, "target": "<= 0.5 s"}
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+
+RENDERERS: dict[str, Callable[[dict], str]] = {}
+
+
+def renderer(name: str):
+    def wrap(fn):
+        RENDERERS[name] = fn
+        return fn
+
+    return wrap
+
+
+@renderer("masked_step")
+def _r_masked(r: dict) -> str:
+    lines = [
+        "### Masked training step vs dense (CPU, batch 64, 32×32, SGD momentum + wd, 20% density)",
+        "",
+        "| arch | dense step (s) | ticket_zoo masked | ratio | torch.nn.utils.prune | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['arch']} | {row['dense_s']:.3f} | {row['masked_s']:.3f} | **{row['masked_ratio']:.3f}x** | "
+            f"{row['torch_prune_s']:.3f} | {row['torch_prune_ratio']:.3f}x |"
+        )
+    lines.append(f"\nTarget: {r['target']}. Median of {r['repeats']} interleaved steps.")
+    return "\n".join(lines)
+
+
+@renderer("file_size")
+def _r_size(r: dict) -> str:
+    lines = [
+        f"### Ticket file size, bits per prunable weight (vgg19_cifar, {r['n_prunable']:,} prunable weights)",
+        "",
+        "| density | ticket_zoo | target ≤ (1+32·d)·1.01 | torch.nn.utils.prune state_dict | dense float32 state_dict |",
+        "|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {100 * row['density']:.0f}% | **{row['ticket_bits_per_weight']:.2f}** | {row['target_bits_per_weight']:.2f} | "
+            f"{row['torch_prune_bits_per_weight']:.2f} | {row['dense_bits_per_weight']:.2f} |"
+        )
+    lines.append(f"\n{r['note']}; all three serialised with safetensors.")
+    return "\n".join(lines)
+
+
+@renderer("load_time")
+def _r_load(r: dict) -> str:
+    return (
+        "### Load to ready model (vgg19_cifar, 20% density)\n\n"
+        "| timm.create_model + load_state_dict (s) | ticket_zoo.load(dir).build() (s) | ratio |\n|---|---|---|\n"
+        f"| {r['baseline_s']:.3f} | {r['ticket_s']:.3f} | **{r['ratio']:.2f}x** |\n\nTarget: {r['target']}."
+    )
+
+
+@renderer("magnitude_20m")
+def _r_mag(r: dict) -> str:
+    return (
+        f"### Global magnitude_masks on {r['n_weights']:,} weights\n\n"
+        "| fresh (s) | with previous mask (s) |\n|---|---|\n"
+        f"| **{r['seconds']:.3f}** | {r['seconds_with_previous']:.3f} |\n\nTarget: {r['target']}."
+    )
+
+
+def render_all() -> str:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Ratios are measured in one process against a baseline run beside it. Reproduce with",
+        "`make bench` (all) or `.venv/bin/python benchmarks/run.py --only NAME`.",
+        "Figures below were measured on the project's CI-class machine (2 CPU cores) unless stated.",
+        "",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        name = path.stem
+        render = RENDERERS.get(name, lambda r: "```json\n" + json.dumps(r, indent=2) + "\n```")
+        parts += [f"## `{name}`", "", render(result["result"]), "",
+                  f"_Command: `{result['command']}` — {result['machine']}_", ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated benchmark names: " + ", ".join(BENCHMARKS))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--render-only", action="store_true", help="only rebuild BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    if not args.render_only:
+        for name in names:
+            print(f"== {name}", flush=True)
+            t0 = time.perf_counter()
+            result = BENCHMARKS[name](args)
+            record = {
+                "result": result,
+                "seconds": time.perf_counter() - t0,
+                "machine": ", ".join(f"{k} {v}" for k, v in _machine().items()),
+                "command": f"python benchmarks/run.py --only {name}",
+            }
+            atomic_write_text(RESULTS / f"{name}.json", json.dumps(record, indent=2))
+            print(json.dumps(result, indent=2), flush=True)
+    atomic_write_text(ROOT / "BENCHMARKS.md", render_all())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
