@@ -41,6 +41,8 @@ _LAZY = {
     "transfer": "transfer_engine",
     "build_report": "report",
     "push": "hub",
+    "pull": "hub",
+    "publish": "zoo",
     "list_tickets": "zoo",
     "info": "zoo",
 }
@@ -54,13 +56,13 @@ __all__ = sorted(
 if TYPE_CHECKING:  # pragma: no cover
     from .api import load, save
     from .find import find_tickets
-    from .hub import push
+    from .hub import pull, push
     from .masked import apply_masks_, hold_masks
     from .masks import magnitude_masks, mask_overlap, prunable_names, random_masks
     from .report import build_report
     from .ticket import Ticket
     from .transfer_engine import transfer
-    from .zoo import info, list_tickets
+    from .zoo import info, list_tickets, publish
 
 
 def __getattr__(name: str):
