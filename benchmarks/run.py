@@ -214,6 +214,189 @@ def magnitude_20m(args: argparse.Namespace) -> dict:
     return {"n_weights": n, "seconds": fresh, "seconds_with_previous": nested, "target": "<= 0.5 s"}
 
 
+# --- issue: find ----------------------------------------------------------------------------------
+
+
+@benchmark
+def imp_overhead(args: argparse.Namespace) -> dict:
+    """IMP level wall time vs plain dense training of the same steps (lenet_300_100 on digits[0-4])."""
+    import tempfile
+
+    from ticket_zoo.api import save
+    from ticket_zoo.data import load_splits
+    from ticket_zoo.find import FindConfig, find_tickets
+    from ticket_zoo.masks import magnitude_masks, prunable_weights
+    from ticket_zoo.ticket import Ticket, create_model
+    from ticket_zoo.train import train
+
+    levels = 3
+    config = FindConfig.from_yaml(
+        ROOT / "recipes" / "lenet_300_100-digits04.yaml", overrides={"levels": levels, "target_density": None}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        rows = find_tickets(config, Path(tmp) / "find", progress=False)
+        find_s = time.perf_counter() - t0
+        splits = load_splits(config.dataset, seed=config.seed)
+        train_cfg = config.effective_train()
+        arch_kwargs = {"num_classes": splits.spec.num_classes, "in_chans": splits.input_size[0],
+                       "img_size": splits.input_size[1]}
+        t0 = time.perf_counter()
+        for _ in range(levels + 1):
+            torch.manual_seed(0)
+            model = create_model(config.arch, arch_kwargs)
+            train(model, splits.train, splits.val, train_cfg, test_set=splits.test, progress=False)
+        dense_s = time.perf_counter() - t0
+        # The per-level extras, timed directly on the same network.
+        model = create_model(config.arch, arch_kwargs)
+        rewind = {k: v.clone() for k, v in model.state_dict().items()}
+        t0 = time.perf_counter()
+        masks = magnitude_masks(prunable_weights(model), 0.64, scope=config.scope)
+        prune_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.load_state_dict(rewind)
+        rewind_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        save(Ticket.from_model(model, masks, arch=config.arch, arch_kwargs=arch_kwargs), Path(tmp) / "t")
+        save_s = time.perf_counter() - t0
+    level_s = find_s / (levels + 1)
+    return {
+        "levels": levels + 1,
+        "iterations_per_level": train_cfg.iterations,
+        "find_seconds": find_s,
+        "dense_training_seconds": dense_s,
+        "find_over_dense": find_s / dense_s,
+        "level_seconds": level_s,
+        "prune_s": prune_s,
+        "rewind_s": rewind_s,
+        "save_s": save_s,
+        "extras_fraction_of_level": (prune_s + rewind_s + save_s) / level_s,
+        "densities": [r["density"] for r in rows],
+        "target": "pruning + rewinding + saving <= 3% of a level",
+    }
+
+
+@benchmark
+def data_throughput(args: argparse.Namespace) -> dict:
+    """Loader images/s (as train() batches them) vs images/s a training step consumes."""
+    import torch.nn.functional as F
+
+    from ticket_zoo.data import load_splits, make_loader
+    from ticket_zoo.ticket import create_model
+
+    rows = []
+    for dataset, arch, size in (("digits[0-4]", "lenet_300_100", (1, 8, 8)), ("digits", "conv4", (3, 32, 32))):
+        splits = load_splits(dataset, input_size=size)
+        batch = 64
+        loader = make_loader(splits.train, batch, shuffle=True, seed=0, drop_last=True)
+        n = 0
+        t0 = time.perf_counter()
+        for _ in range(5):
+            for x, _y in loader:
+                n += x.shape[0]
+        loader_ips = n / (time.perf_counter() - t0)
+        model = create_model(arch, {"num_classes": splits.spec.num_classes, "in_chans": size[0], "img_size": size[1]})
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x, y = next(iter(loader))
+
+        def step(x=x, y=y, model=model, opt=opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        step_ips = batch / _median_time(step, args.repeats * 3)
+        rows.append({"dataset": dataset, "arch": arch, "input_size": list(size), "loader_images_per_s": loader_ips,
+                     "train_images_per_s": step_ips, "headroom": loader_ips / step_ips})
+    return {"rows": rows, "target": "loader faster than the step (headroom > 1)"}
+
+
+# --- issue: zoo and hub -----------------------------------------------------------------------------
+
+
+@benchmark
+def load_from_cache(args: argparse.Namespace) -> dict:
+    """ticket_zoo.load('hf-hub:...') from a warm cache vs safetensors.load_file of the same cached file."""
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hub_server import HubServer  # the test suite's Hub-protocol server, on 127.0.0.1
+
+    from ticket_zoo.masks import magnitude_masks, prunable_weights
+    from ticket_zoo.ticket import Ticket, create_model
+
+    with tempfile.TemporaryDirectory() as tmp, HubServer() as server:
+        os.environ.update({"HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                           "HF_HOME": f"{tmp}/hf", "HF_HUB_CACHE": f"{tmp}/hf/hub", "HF_TOKEN": "hf_bench"})
+        import huggingface_hub.constants as c
+
+        c.ENDPOINT = server.url
+        c.HUGGINGFACE_CO_URL_TEMPLATE = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        c.HF_HUB_CACHE = f"{tmp}/hf/hub"
+        c.HF_HUB_DISABLE_TELEMETRY = True
+        if hasattr(c, "HF_HUB_DISABLE_XET"):
+            c.HF_HUB_DISABLE_XET = True
+        from ticket_zoo.hub import load_from_hub, push
+
+        torch.manual_seed(0)
+        model = create_model("vgg19_cifar", {"num_classes": 10})
+        ticket = Ticket.from_model(model, magnitude_masks(prunable_weights(model), 0.2), arch="vgg19_cifar",
+                                   arch_kwargs={"num_classes": 10})
+        sha = push(ticket, "bench/vgg19-20pct", endpoint=server.url, token="hf_bench")
+        load_from_hub(f"bench/vgg19-20pct@{sha}", endpoint=server.url, token="hf_bench")  # fills the cache
+        cached = next(Path(f"{tmp}/hf/hub").rglob("ticket.safetensors"))
+        requests_before = len(server.requests)
+        ours = _median_time(lambda: load_from_hub(f"bench/vgg19-20pct@{sha}", endpoint=server.url,
+                                                  token="hf_bench"), args.repeats)
+        requests = len(server.requests) - requests_before
+        base = _median_time(lambda: load_file(cached), args.repeats)
+    return {"load_from_cache_s": ours, "safetensors_load_file_s": base, "ratio": ours / base,
+            "requests_during_cached_loads": requests, "file_mb": cached.stat().st_size / 1e6,
+            "note": "ours also validates, unpacks masks and rebuilds the full tensors"}
+
+
+# --- issue: transfer --------------------------------------------------------------------------------
+
+
+@benchmark
+def transfer_throughput(args: argparse.Namespace) -> dict:
+    """Images/s of a masked (winning) cell vs dense training of the same model, through the engine."""
+    import tempfile
+
+    from ticket_zoo.transfer_engine import TransferConfig, transfer
+
+    rows = []
+    for name in ("conv4-digits04-6pct", "lenet_300_100-digits04-5pct"):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = TransferConfig.from_dict({
+                "tickets": [name], "targets": ["digits[5-9]"], "controls": ["winning", "dense"],
+                "seeds": [0, 1, 2], "optimizers": {"sgd": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}},
+                "train": {"iterations": 300, "batch_size": 64, "eval_every": 300},
+            })
+            results = transfer(config, tmp, progress=False, report=False)
+        ips = {c: statistics.median(r["images_per_second"] for r in results if r["control"] == c)
+               for c in ("winning", "dense")}
+        rows.append({"ticket": name, "masked_images_per_s": ips["winning"], "dense_images_per_s": ips["dense"],
+                     "ratio": ips["winning"] / ips["dense"]})
+    return {"rows": rows, "note": "median over 3 seeds; each cell 300 SGD steps of batch 64 incl. evaluation"}
+
+
+@benchmark
+def demo_wall_time(args: argparse.Namespace) -> dict:
+    """Wall time of `ticket-zoo demo` (the `make demo` job) in a fresh output directory."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ticket_zoo.cli", "demo", "--out", f"{tmp}/demo", "--no-progress"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        timing = json.loads(Path(f"{tmp}/demo/timing.json").read_text())
+    return {"wall_seconds": wall, **timing, "target": "< 600 s on 2 cores"}
+
+
 # --- rendering ---------------------------------------------------------------------------------------
 
 RENDERERS: dict[str, Callable[[dict], str]] = {}

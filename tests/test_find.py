@@ -1,0 +1,371 @@
+"""IMP with rewinding (ticket_zoo.find) on real digits data: schedule, nesting, rewinding, resume, recipes.
+
+Budgets are tiny (60 iterations a level) except for the science regression, which runs the shipped
+digits recipe and checks the lottery-ticket claim itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import ticket_zoo
+from ticket_zoo.errors import ConfigError, UnknownArchitectureError, UnknownDatasetError
+from ticket_zoo.find import FindConfig, density_schedule, find_tickets, register_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+# Tiny but real: LeNet-300-100 on digits, layerwise 20% (head 10%), rewind to step 20 (late resetting).
+TINY = {
+    "arch": "lenet_300_100",
+    "dataset": "digits",
+    "scope": "layerwise",
+    "prune_fraction": 0.2,
+    "head_prune_fraction": 0.1,
+    "rewind": 20,
+    "levels": 3,
+    "seed": 0,
+    "train": {
+        "optimizer": "adam",
+        "lr": 1.2e-3,
+        "batch_size": 60,
+        "iterations": 60,
+        "eval_every": 20,
+        "checkpoint_every": 20,
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models train several times faster on one thread, and a busy 2-core box does not thrash.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe(tmp: Path, data: dict, name: str = "recipe.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted tiny IMP run shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("imp")
+    recipe = _recipe(tmp, TINY)
+    out = tmp / "out"
+    torch.set_num_threads(1)
+    rows = find_tickets(recipe, out, progress=False)
+    return recipe, out, rows
+
+
+def _theta_k(k: int) -> dict[str, torch.Tensor]:
+    """θk captured independently: same seeded init, same data, plain train(capture_at=k)."""
+    from ticket_zoo.data import load_splits
+    from ticket_zoo.ticket import create_model
+    from ticket_zoo.train import TrainConfig, train
+
+    splits = load_splits("digits", seed=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model("lenet_300_100", {"num_classes": 10, "in_chans": 1, "img_size": 8})
+    cfg = TrainConfig.from_dict({**TINY["train"], "seed": 0})
+    return train(model, splits.train, splits.val, cfg, capture_at=k, progress=False).captured
+
+
+def test_levels_follow_schedule_are_nested_and_rewind_to_theta_k(tiny_run):
+    _, out, rows = tiny_run
+    assert [r["level"] for r in rows] == [0, 1, 2, 3]
+    tickets = [ticket_zoo.load(out / f"level_{level:02d}") for level in range(4)]
+    theta = _theta_k(20)
+    head = {"head.weight"}
+    for level, ticket in enumerate(tickets):
+        assert set(ticket.masks) == {"fc1.weight", "fc2.weight", "head.weight"}
+        for name, mask in ticket.masks.items():
+            fraction = 0.1 if name in head else 0.2
+            expected = (1 - fraction) ** level * mask.numel()
+            assert abs(int(mask.sum()) - expected) <= 1, (level, name, int(mask.sum()), expected)
+            # The ticket's init is θk on the survivors, bit for bit, and exactly zero elsewhere.
+            assert torch.equal(ticket.init[name][mask], theta[name][mask])
+            assert not ticket.init[name][~mask].any()
+        for name, value in ticket.init.items():
+            if name not in ticket.masks:
+                assert torch.equal(value, theta[name]), name
+        assert ticket.meta["level"] == level and ticket.meta["rewind_step"] == 20
+        assert ticket.meta["method"] == "imp-layerwise" and ticket.meta["source"] == "digits"
+        assert ticket.meta["source_test_acc"] == pytest.approx(rows[level]["test_acc"])
+        assert ticket.meta["name"] == f"lenet_300_100-digits-{round(100 * ticket.density)}pct"
+        assert rows[level]["density"] == pytest.approx(ticket.density)
+    for prev, nxt in zip(tickets[:-1], tickets[1:], strict=True):
+        for name in prev.masks:
+            assert not (nxt.masks[name] & ~prev.masks[name]).any(), f"{name} revived a pruned weight"
+            assert int(nxt.masks[name].sum()) < int(prev.masks[name].sum())
+    # Level 0 is the dense ticket; the built network of a pruned level has exact zeros where pruned.
+    assert tickets[0].density == 1.0
+    model = tickets[3].build()
+    assert not dict(model.named_parameters())["fc1.weight"][~tickets[3].masks["fc1.weight"]].any()
+
+
+def test_pruning_uses_final_weights_of_previous_level(tiny_run):
+    """Level L's mask = top-|w| of level L-1's trained weights among its survivors (not of θk)."""
+    from safetensors.torch import load_file
+
+    from ticket_zoo.masks import magnitude_masks
+
+    _, out, _ = tiny_run
+    final1 = load_file(str(out / "level_01" / "final.safetensors"))
+    t1, t2 = ticket_zoo.load(out / "level_01"), ticket_zoo.load(out / "level_02")
+    density, explicit = density_schedule(
+        {n: m.numel() for n, m in t1.masks.items()}, 2, scope="layerwise", prune_fraction=0.2,
+        layer_fractions={"head.weight": 0.1},
+    )  # fmt: skip
+    expected = magnitude_masks({n: final1[n] for n in t1.masks}, density, "layerwise", t1.masks, explicit)
+    for name in expected:
+        assert torch.equal(expected[name], t2.masks[name])
+
+
+def test_run_files_summary_and_no_redo(tiny_run):
+    recipe, out, rows = tiny_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["level"] for r in summary["levels"]] == [0, 1, 2, 3]
+    assert summary["config"]["arch"] == "lenet_300_100"
+    assert FindConfig.from_yaml(out / "config.yaml").to_dict() == FindConfig.from_yaml(recipe).to_dict()
+    for level in range(4):
+        ldir = out / f"level_{level:02d}"
+        assert (ldir / "done.json").is_file() and (ldir / "README.md").is_file()
+        assert not (ldir / ".ckpt").exists(), "checkpoints are deleted once a level is done"
+    assert (out / "rewind.safetensors").is_file()
+    stamp = (out / "level_02" / "ticket.safetensors").stat().st_mtime_ns
+    again = find_tickets(recipe, out, progress=False)  # everything done: nothing retrains
+    assert again == rows
+    assert (out / "level_02" / "ticket.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_different_config_in_same_out_is_refused(tiny_run, tmp_path):
+    _, out, _ = tiny_run
+    other = _recipe(tmp_path, {**TINY, "train": {**TINY["train"], "lr": 1e-3}})
+    with pytest.raises(ConfigError, match=r"different config.*train\.lr"):
+        find_tickets(other, out, progress=False)
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    kill_at = int(sys.argv[3])
+    original = torch.optim.Adam.step
+    count = 0
+
+    def step(self, *args, **kwargs):  # SIGKILL the process right after its kill_at-th optimizer step
+        global count
+        out = original(self, *args, **kwargs)
+        count += 1
+        if count == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    torch.optim.Adam.step = step
+    from ticket_zoo.find import find_tickets
+    find_tickets(sys.argv[1], sys.argv[2], progress=False)
+    """
+)
+
+
+def test_sigkill_and_resume_gives_identical_results(tiny_run, tmp_path):
+    recipe, reference, ref_rows = tiny_run
+    out = tmp_path / "killed"
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # Run 1 dies in level 0 after the rewind capture (step 20, checkpointed) at step 30.
+    # Run 2 resumes level 0 from step 20 (40 steps), does level 1 (60) and dies in level 2 at step 45.
+    for kill_at, marker in ((30, "level_00/.ckpt"), (40 + 60 + 45, "level_02/.ckpt")):
+        proc = subprocess.run([sys.executable, str(script), str(recipe), str(out), str(kill_at)], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        assert (out / marker).is_dir(), f"expected a half-done level at {marker}"
+    assert (out / "level_01" / "done.json").is_file() and not (out / "level_02" / "done.json").exists()
+    rows = find_tickets(recipe, out, progress=False)
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "path")} for r in rows]
+    ref = [{k: v for k, v in r.items() if k not in ("seconds", "path")} for r in ref_rows]
+    assert strip == ref
+    for level in range(4):
+        a = ticket_zoo.load(out / f"level_{level:02d}")
+        b = ticket_zoo.load(reference / f"level_{level:02d}")
+        assert all(torch.equal(a.masks[n], b.masks[n]) for n in b.masks)
+        assert all(torch.equal(a.init[n], b.init[n]) for n in b.init)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "field"),
+    [
+        ({"dataset": "digitz"}, UnknownDatasetError, "dataset"),
+        ({"arch": "lenet_300_10"}, UnknownArchitectureError, "arch"),
+        ({"train": {**TINY["train"], "optimizer": "adma"}}, ConfigError, "optimizer"),
+        ({"prune_fracton": 0.2}, ConfigError, "prune_fracton"),
+        ({"target_density": 1.5}, ConfigError, "target_density"),
+        ({"target_density": 0.0}, ConfigError, "target_density"),
+        ({"prune_fraction": 1.0}, ConfigError, "prune_fraction"),
+        ({"levels": -1}, ConfigError, "levels"),
+        ({"levels": None}, ConfigError, "levels"),
+        ({"rewind": 61}, ConfigError, "rewind"),
+        ({"rewind": "3ep"}, ConfigError, "rewind"),  # 3 epochs = 63 iterations > 60
+        ({"rewind": "soon"}, ConfigError, "rewind"),
+        ({"scope": "layer"}, ConfigError, "scope"),
+        ({"overrides": {"conv*": 0.1}}, ConfigError, "overrides"),
+        ({"arch_kwargs": {"num_classes": 7}}, ConfigError, "num_classes"),
+        ({"train": {**TINY["train"], "seed": 3}}, ConfigError, "seed"),
+    ],
+)
+def test_bad_recipes_are_rejected_before_training(tmp_path, monkeypatch, change, error, field):
+    import ticket_zoo.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started for an invalid recipe")
+
+    monkeypatch.setattr(ticket_zoo.train, "train", no_training)
+    recipe = _recipe(tmp_path, {**TINY, **change})
+    with pytest.raises(error, match=field):
+        find_tickets(recipe, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "level_00").exists()
+
+
+def test_cli_flags_override_recipe_fields(tmp_path):
+    import argparse
+
+    recipe = _recipe(tmp_path, {**TINY, "train": {**TINY["train"], "iterations": None, "epochs": 5}})
+    parser = argparse.ArgumentParser(prog="ticket-zoo")
+    register_cli(parser.add_subparsers(dest="command"))
+    out = tmp_path / "out"
+    args = parser.parse_args(
+        ["find", "--config", str(recipe), "--out", str(out), "--levels", "1", "--iterations", "40",
+         "--seed", "3", "--set", "train.lr=0.002", "--set", "scope=global", "--set", "rewind=0", "--quiet"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    effective = yaml.safe_load((out / "config.yaml").read_text())
+    assert effective["levels"] == 1 and effective["seed"] == 3 and effective["scope"] == "global"
+    assert effective["train"]["iterations"] == 40 and effective["train"]["epochs"] is None
+    assert effective["train"]["lr"] == 0.002
+    ticket = ticket_zoo.load(out / "level_01")
+    assert ticket.meta["seed"] == 3 and ticket.meta["method"] == "imp-global"
+    assert ticket.meta["train_steps"] == 40
+    # Global scope: the non-head layers share one budget of 80%, the head keeps its own 90%.
+    fc = [ticket.masks["fc1.weight"], ticket.masks["fc2.weight"]]
+    kept = sum(int(m.sum()) for m in fc)
+    assert abs(kept - 0.8 * sum(m.numel() for m in fc)) <= 1
+    assert abs(int(ticket.masks["head.weight"].sum()) - 0.9 * ticket.masks["head.weight"].numel()) <= 1
+    assert len(json.loads((out / "summary.json").read_text())["levels"]) == 2
+
+
+def test_levels_can_be_extended_later(tiny_run, tmp_path):
+    """levels only says where to stop: re-running with more levels continues the same run."""
+    import shutil
+
+    recipe, reference, ref_rows = tiny_run
+    out = tmp_path / "extend"
+    shutil.copytree(reference, out)
+    more = FindConfig.from_yaml(recipe, {"levels": 4})
+    rows = find_tickets(more, out, progress=False)
+    assert rows[:4] == ref_rows and rows[4]["level"] == 4
+    assert rows[4]["density"] < rows[3]["density"]
+
+
+def test_recipes_parse_and_validate():
+    """Every shipped find recipe is a valid FindConfig (no training)."""
+    recipes = sorted(p for p in RECIPES.glob("*.yaml") if "transfer" not in p.name)
+    assert len(recipes) >= 11
+    for path in recipes:
+        raw = yaml.safe_load(path.read_text())
+        if "arch" not in raw:
+            continue  # not a find recipe
+        FindConfig.from_yaml(path).validate()
+
+
+def test_density_schedule_compounds_per_group():
+    sizes = {"a": 1000, "b": 500, "head": 100}
+    d, explicit = density_schedule(
+        sizes, 3, scope="global", prune_fraction=0.2, layer_fractions={"head": 0.1}
+    )
+    assert explicit == {"head": pytest.approx(0.9**3)}
+    assert d == pytest.approx((round(0.8**3 * 1500) + round(0.9**3 * 100)) / 1600)
+    d, explicit = density_schedule(sizes, 2, scope="layerwise", prune_fraction=0.5)
+    assert explicit == {"a": 0.25, "b": 0.25, "head": 0.25} and d == 0.25
+
+
+@pytest.mark.slow
+def test_science_winning_ticket_beats_random_mask(tmp_path):
+    """Frankle & Carbin's claim on digits with the shipped recipe (fixed seeds).
+
+    At ~5% density the ticket (rewound to θ0, trained) is within 2 points of the dense network's test
+    accuracy and ahead of random masks with the same per-layer density on the same θ0.
+    """
+    from safetensors.torch import load_file
+
+    from ticket_zoo.data import load_splits
+    from ticket_zoo.masks import random_masks
+    from ticket_zoo.ticket import create_model
+    from ticket_zoo.train import train
+
+    config = FindConfig.from_yaml(RECIPES / "lenet_300_100-digits.yaml")
+    out = tmp_path / "science"
+    rows = find_tickets(config, out, progress=False)
+    dense, last = rows[0], rows[-1]
+    assert 0.04 < last["density"] < 0.06
+    ticket = ticket_zoo.load(last["path"])
+    theta0 = load_file(str(out / "rewind.safetensors"))  # the full θ0 (the ticket keeps survivors only)
+    splits = load_splits(config.dataset, seed=config.seed)
+    controls = []
+    for seed in (0, 1):
+        masks = random_masks(ticket.masks, seed)
+        model = create_model(ticket.arch, ticket.arch_kwargs)
+        model.load_state_dict(theta0)
+        result = train(model, splits.train, splits.val, config.effective_train(), masks=masks,
+                       test_set=splits.test, progress=False)  # fmt: skip
+        controls.append(result.test_acc)
+    random_mean = sum(controls) / len(controls)
+    print(
+        f"dense {dense['test_acc']:.2f}  ticket@{last['density']:.3f} {last['test_acc']:.2f}  random {controls}"
+    )
+    assert last["test_acc"] >= dense["test_acc"] - 2.0
+    assert last["test_acc"] > random_mean
+
+
+def test_one_shot_with_layer_overrides_on_conv4(tmp_path):
+    """One-shot: every level prunes the dense trained weights; conv layers follow their own 10% rate."""
+    from safetensors.torch import load_file
+
+    from ticket_zoo.masks import magnitude_masks
+
+    recipe = {
+        **TINY,
+        "arch": "conv4",
+        "rewind": 0,
+        "levels": 2,
+        "one_shot": True,
+        "overrides": {"features.*": 0.1},
+        "train": {**TINY["train"], "iterations": 20, "lr": 3e-4},
+    }
+    out = tmp_path / "oneshot"
+    find_tickets(_recipe(tmp_path, recipe), out, progress=False)
+    dense_final = load_file(str(out / "level_00" / "final.safetensors"))
+    ticket = ticket_zoo.load(out / "level_02")
+    assert ticket.meta["method"] == "oneshot-layerwise"
+    for name, mask in ticket.masks.items():
+        rate = 0.1 if name.startswith("features.") else (0.1 if name.startswith("head.") else 0.2)
+        assert abs(int(mask.sum()) - (1 - rate) ** 2 * mask.numel()) <= 1, name
+        weights = {name: dense_final[name]}
+        expected = magnitude_masks(weights, 0.5, "layerwise", overrides={name: (1 - rate) ** 2})[name]
+        assert torch.equal(mask, expected), f"{name} is not the one-shot top-|w| of the dense weights"
