@@ -340,3 +340,16 @@ def test_build_report_without_results_is_a_config_error(tmp_path):
     (tmp_path / "results.jsonl").write_text("")
     with pytest.raises(ConfigError, match="no results"):
         build_report(tmp_path, show=False)
+
+
+def test_difference_constant_up_to_float_noise_has_no_p_value():
+    # Real accuracies are multiples of 100/N: 95.90 - 95.34 and 96.28 - 95.72 are "the same" 0.557
+    # up to the last float bits, which must not turn into a t-test with p ~ 1e-29.
+    n = 179
+    win = [100 * 172 / n, 100 * 171 / n, 100 * 170 / n]
+    rnd = [100 * 171 / n, 100 * 170 / n, 100 * 169 / n]
+    rows = [_row("digits[5-9]", "sgd", "winning", 0.1, 0.1, s, a) for s, a in enumerate(win)]
+    rows += [_row("digits[5-9]", "sgd", "random_ticket", 0.1, 0.1, s, a) for s, a in enumerate(rnd)]
+    (c,) = compare(rows)
+    assert c["mean_diff"] == pytest.approx(100 / n)
+    assert c["p_value"] is None and c["t_stat"] is None

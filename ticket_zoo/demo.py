@@ -51,7 +51,7 @@ def run_demo(
     *,
     find_recipe: str | Path = DEFAULT_FIND_RECIPE,
     transfer_recipe: str | Path = DEFAULT_TRANSFER_RECIPE,
-    levels: int = 4,
+    levels: int = 5,
     from_catalogue: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def run_demo(
     if from_catalogue or not Path(find_recipe).is_file():
         from .zoo import list_tickets
 
-        entries = [e for e in list_tickets(source="digits[0-4]", arch="lenet_300_100") if e.get("embedded")]
+        entries = [e for e in list_tickets(source="digits04", arch="lenet_300_100") if e.get("embedded")]
         if not entries:
             raise ConfigError(
                 f"find_recipe {find_recipe} not found and the catalogue has no embedded digits[0-4] family; "
@@ -120,7 +120,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (re-running resumes)")
     p.add_argument("--find-recipe", default=DEFAULT_FIND_RECIPE)
     p.add_argument("--transfer-recipe", default=DEFAULT_TRANSFER_RECIPE)
-    p.add_argument("--levels", type=int, default=4, help="how many pruning levels to transfer")
+    p.add_argument("--levels", type=int, default=5, help="how many pruning levels to transfer")
     p.add_argument("--from-catalogue", action="store_true", help="skip find; use the embedded catalogue family")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cli)

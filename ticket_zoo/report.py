@@ -296,7 +296,9 @@ def compare(
                 control_mean=float(xa.mean()),
                 baseline_mean=float(xb.mean()),
             )
-            if len(common) >= 2 and sd is not None and sd > 0:
+            # Accuracies are multiples of 100/N, so "identical" differences can differ in the last
+            # float bits; a t-test on that noise would report p ~ 1e-29. Treat it as zero variance.
+            if len(common) >= 2 and sd is not None and sd > 1e-9 * max(1.0, abs(mean)):
                 res = stats.ttest_rel(xa, xb)
                 row.update(t_stat=float(res.statistic), p_value=float(res.pvalue))
         out.append(row)
