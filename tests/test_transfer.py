@@ -18,7 +18,14 @@ import yaml
 from tests.test_controls import LENET, make_ticket
 from ticket_zoo.api import save
 from ticket_zoo.errors import ConfigError
-from ticket_zoo.transfer_engine import TIMING_FIELDS, TransferConfig, _plan, _read_results, register_cli, transfer
+from ticket_zoo.transfer_engine import (
+    TIMING_FIELDS,
+    TransferConfig,
+    _plan,
+    _read_results,
+    register_cli,
+    transfer,
+)
 
 transfer_mod = importlib.import_module("ticket_zoo.transfer_engine")
 REPO = Path(__file__).resolve().parents[1]

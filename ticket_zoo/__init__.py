@@ -12,8 +12,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from .errors import (
-    ChecksumMismatchError,
     CheckpointError,
+    ChecksumMismatchError,
     ConfigError,
     HubError,
     TicketFormatError,
@@ -47,11 +47,36 @@ _LAZY = {
     "info": "zoo",
 }
 
-__all__ = sorted(
-    [*_LAZY, "ChecksumMismatchError", "CheckpointError", "ConfigError", "HubError", "TicketFormatError",
-     "TicketNotFoundError", "TicketNotPublishedError", "TicketZooError", "UnknownArchitectureError",
-     "UnknownDatasetError", "__version__"]
-)
+__all__ = [
+    "ChecksumMismatchError",
+    "CheckpointError",
+    "ConfigError",
+    "HubError",
+    "Ticket",
+    "TicketFormatError",
+    "TicketNotFoundError",
+    "TicketNotPublishedError",
+    "TicketZooError",
+    "UnknownArchitectureError",
+    "UnknownDatasetError",
+    "__version__",
+    "apply_masks_",
+    "build_report",
+    "find_tickets",
+    "hold_masks",
+    "info",
+    "list_tickets",
+    "load",
+    "magnitude_masks",
+    "mask_overlap",
+    "prunable_names",
+    "publish",
+    "pull",
+    "push",
+    "random_masks",
+    "save",
+    "transfer",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import load, save

@@ -1,0 +1,27 @@
+"""The package's public surface: every advertised name resolves to the right object."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ticket_zoo as tz
+
+
+def test_every_public_name_resolves():
+    for name in tz.__all__:
+        assert getattr(tz, name) is not None, name
+    assert set(tz._LAZY) <= set(tz.__all__)
+
+
+def test_transfer_is_the_function_even_after_its_module_is_imported():
+    import ticket_zoo.transfer_engine  # noqa: F401  (importing a submodule must not shadow the function)
+
+    assert callable(tz.transfer) and tz.transfer.__name__ == "transfer"
+
+
+def test_import_is_light():
+    # `import ticket_zoo` must not pull torch/timm/datasets in: the CLI's --help and error paths stay fast.
+    code = "import sys, ticket_zoo; print(any(m in sys.modules for m in ('torch', 'timm', 'datasets')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
