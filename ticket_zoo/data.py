@@ -437,7 +437,13 @@ def digits_dataset() -> datasets.DatasetDict:
         >>> dd["train"].features["label"].num_classes, len(dd["train"]) + len(dd["test"])
         (10, 1797)
     """
-    from sklearn.datasets import load_digits  # local: scikit-learn is only needed for this set
+    try:
+        from sklearn.datasets import load_digits  # local: scikit-learn is only needed for this set
+    except ImportError:
+        raise ConfigError(
+            "the offline 'digits' dataset needs scikit-learn: pip install 'ticket-zoo[test]' "
+            "(or pip install scikit-learn)"
+        ) from None
 
     d = load_digits()
     # sklearn's pixels are 0..16 counts; scale to 8-bit gray so they are ordinary images.
