@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._io import atomic_write_text
 from .errors import ConfigError
 
 DEFAULT_FIND_RECIPE = "recipes/lenet_300_100-digits04.yaml"
@@ -97,7 +98,7 @@ def run_demo(
     report = build_report(out / "transfer", show=True)
     timing = {"find_seconds": round(t_find, 1), "transfer_seconds": round(t_transfer, 1),
               "total_seconds": round(time.perf_counter() - t0, 1)}
-    (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    atomic_write_text(out / "timing.json", json.dumps(timing, indent=2))
     print(f"[demo] wrote {out / 'transfer' / 'report.png'}, report.csv, report.json; "
           f"wall time {timing['total_seconds']:.0f} s (find {t_find:.0f} s, transfer {t_transfer:.0f} s)")
     return report

@@ -33,15 +33,15 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from ._io import atomic_write_bytes, atomic_write_text
 from .errors import ConfigError
 
 __all__ = [
@@ -353,21 +353,6 @@ def matching_sparsity(
 # --- writing -----------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[io.IOBase], None], *, binary: bool = False) -> None:
-    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(
-            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
-        ) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_csv(path: Path, report: dict[str, list[dict[str, Any]]]) -> None:
     tidy = [
         {"kind": kind, **r}
@@ -378,13 +363,12 @@ def _write_csv(path: Path, report: dict[str, list[dict[str, Any]]]) -> None:
     for r in tidy:
         columns += [k for k in r if k not in columns]
 
-    def write(f: Any) -> None:
-        w = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
-        w.writeheader()
-        for r in tidy:
-            w.writerow({k: "" if v is None else v for k, v in r.items()})
-
-    _atomic_write(path, write)
+    buffer = io.StringIO(newline="")
+    w = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    w.writeheader()
+    for r in tidy:
+        w.writerow({k: "" if v is None else v for k, v in r.items()})
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _fmt_ci(mean: float | None, half: float | None, single: bool = False, signed: bool = False) -> str:
@@ -509,7 +493,9 @@ def _plot(path: Path, summary: list[dict[str, Any]]) -> None:
     fig.suptitle(
         "Ticket transfer: test accuracy vs weights remaining (bands: 95% CI over seeds)", fontsize=11
     )
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    atomic_write_bytes(path, png.getvalue())
 
 
 def build_report(
@@ -548,7 +534,7 @@ def build_report(
     }
     _write_csv(out / "report.csv", report)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-    _atomic_write(out / "report.json", lambda f: f.write(text))
+    atomic_write_text(out / "report.json", text)
     _plot(out / "report.png", report["summary"])
     if show:
         print(markdown_table(report))
