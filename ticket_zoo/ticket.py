@@ -44,7 +44,7 @@ def create_model(
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 
-@dataclass
+@dataclass(eq=False)  # tensors have no truth value: compare tickets field by field, not with ==
 class Ticket:
     """A lottery ticket: ``f(x; m ⊙ θk)`` for a timm architecture.
 
