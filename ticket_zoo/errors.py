@@ -6,6 +6,22 @@ anything the toolkit raises on purpose. Messages say what is wrong and what to d
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 1) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``: the tail of an error message.
+
+    Example:
+        >>> did_you_mean("momentun", ["momentum", "lr"])
+        " (did you mean 'momentum'?)"
+    """
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
 
 class TicketZooError(Exception):
     """Base class of every error ticket_zoo raises on purpose."""
