@@ -19,7 +19,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from ticket_zoo import zoo  # noqa: E402
 from ticket_zoo._io import atomic_write_bytes  # noqa: E402
+from ticket_zoo.hub import sha256_hex  # noqa: E402
 
 # recipe (relative to the repo root) -> target percents of weights remaining
 RECIPES: dict[str, tuple[float, ...]] = {
@@ -92,7 +92,7 @@ def entries_for(
             "source_accuracy": ticket.meta.get("source_test_acc"),
             "recipe": recipe,
             "embedded": f"{name}.safetensors",
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": sha256_hex(data),
         }
         out.append((entry, data))
     return out
@@ -130,7 +130,7 @@ def build(
                     (embedded_dir / old["embedded"]).unlink(missing_ok=True)
             for entry, data in produced:
                 path = atomic_write_bytes(embedded_dir / entry["embedded"], data)
-                path.chmod(0o644)  # a package file: world-readable, unlike the temp file it came from
+                path.chmod(0o644)  # a package file: world-readable whatever the builder's umask
                 zoo.write_card(entry, cards_dir)
     return entries
 

@@ -59,10 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report; write nothing")
     args = parser.parse_args(argv)
     cards = Path(args.cards_dir)
+    # read the catalogue once: asking per card would re-parse every card after each write
+    published = (
+        {e["name"] for e in zoo.list_tickets(published=True, cards_dir=cards)} if cards.is_dir() else set()
+    )
+    entries = grid_entries()
     stale, kept = [], 0
-    for entry in grid_entries():
+    for entry in entries:
         path = cards / f"{entry['name']}.md"
-        if path.is_file() and zoo.info(entry["name"], cards_dir=cards)["published"]:
+        if entry["name"] in published:
             kept += 1  # a published card is the record of a real upload: never overwrite it
             continue
         text = zoo.render_entry_card(entry, cards_dir=cards)
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         stale.append(path)
         if not args.check:
             zoo.write_card(entry, cards)
-    missing = sorted({e["recipe"] for e in grid_entries() if not (ROOT / e["recipe"]).is_file()})
+    missing = sorted({e["recipe"] for e in entries if not (ROOT / e["recipe"]).is_file()})
     verb = "out of date" if args.check else "written"
     print(f"{len(stale)} card(s) {verb}, {kept} published card(s) kept")
     if missing:

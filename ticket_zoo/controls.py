@@ -31,12 +31,11 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .masks import random_masks
 from .ticket import Ticket, create_model
 
@@ -55,6 +54,12 @@ __all__ = [
 # function of the other.
 _MASK_OFFSET = 0x3A5C
 _INIT_OFFSET = 0x1417
+
+
+def _stream(seed: int, offset: int) -> int:
+    # Never the same number for two (seed, offset) pairs: the offsets differ by a non-multiple of 7919.
+    return seed * 7919 + offset
+
 
 Control = Callable[[Ticket, int], Ticket]
 
@@ -79,7 +84,7 @@ def fresh_init(ticket: Ticket, seed: int) -> dict[str, torch.Tensor]:
     """
     seed = _check_seed(seed)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 7919 + _INIT_OFFSET)
+        torch.manual_seed(_stream(seed, _INIT_OFFSET))
         model = create_model(ticket.arch, ticket.arch_kwargs)
     return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
 
@@ -111,7 +116,7 @@ def random_ticket(ticket: Ticket, seed: int = 0) -> Ticket:
         True
     """
     seed = _check_seed(seed)
-    masks = random_masks(ticket.masks, seed * 7919 + _MASK_OFFSET)
+    masks = random_masks(ticket.masks, _stream(seed, _MASK_OFFSET))
     # Ticket.__post_init__ zeroes the positions the new mask prunes.
     return _derived(ticket, "random_ticket", seed, masks=masks, init=fresh_init(ticket, seed))
 
@@ -149,11 +154,12 @@ def random_mask(ticket: Ticket, seed: int = 0) -> Ticket:
         True
     """
     seed = _check_seed(seed)
-    masks = random_masks(ticket.masks, seed * 7919 + _MASK_OFFSET)
+    masks = random_masks(ticket.masks, _stream(seed, _MASK_OFFSET))
     fresh = fresh_init(ticket, seed)
-    init = {k: v.clone() for k, v in ticket.init.items()}
-    for name, old in ticket.masks.items():
-        init[name] = torch.where(old, ticket.init[name], fresh[name].to(ticket.init[name].dtype))
+    init = {
+        k: torch.where(ticket.masks[k], v, fresh[k].to(v.dtype)) if k in ticket.masks else v.clone()
+        for k, v in ticket.init.items()
+    }
     return _derived(ticket, "random_mask", seed, masks=masks, init=init)
 
 
@@ -196,6 +202,6 @@ def get_control(name: str) -> Control:
     """
     if name in CONTROLS:
         return CONTROLS[name]
-    close = difflib.get_close_matches(str(name), list(CONTROLS), n=2)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    raise ConfigError(f"unknown control {name!r}{hint}; known controls: {', '.join(CONTROLS)}")
+    raise ConfigError(
+        f"unknown control {name!r}{did_you_mean(name, CONTROLS, n=2)}; known controls: {', '.join(CONTROLS)}"
+    )

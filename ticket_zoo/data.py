@@ -765,7 +765,8 @@ def load_splits(
 
 
 def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_carved):
-    def prepare(split: str, limit_seed: int) -> tuple[datasets.Dataset, np.ndarray]:
+    def prepare(split: str, limit_seed: int) -> tuple[datasets.Dataset, np.ndarray, np.ndarray]:
+        """(dataset, kept row indices, their labels): rows outside the classes dropped, ``limit`` applied."""
         ds = source(split)
         for col in (spec.image_column, spec.label_column):
             if col not in ds.column_names:
@@ -777,7 +778,7 @@ def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_c
         idx = np.flatnonzero(np.isin(labels, allowed))  # also drops unlabeled (-1) rows
         if limit is not None and len(idx) > limit:
             idx = np.sort(np.random.default_rng(limit_seed).permutation(idx)[:limit])
-        return ds, idx
+        return ds, idx, labels[idx]
 
     def build(ds: datasets.Dataset, idx: np.ndarray, what: str):
         sub = ds.select(idx.tolist())
@@ -785,17 +786,18 @@ def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_c
             return _materialize(sub, spec, size, label_map, what)
         return _LazyImageDataset(sub, spec, size, label_map)
 
-    train_ds, train_idx = prepare(spec.train_split, seed)
-    train_labels = _labels_of(train_ds, spec.label_column)[train_idx] if len(train_idx) else np.zeros(0)
+    train_ds, train_idx, train_labels = prepare(spec.train_split, seed)
     if test_carved:
         # Test is carved with a seed of its own so it stays the same whatever ``seed`` is.
         keep_pos, test_pos = _stratified_split(train_labels, val_fraction, seed=_TEST_SEED)
         test = build(train_ds, train_idx[test_pos], "test")
         train_idx, train_labels = train_idx[keep_pos], train_labels[keep_pos]
     else:
-        test = build(*prepare(spec.test_split, seed + 1), "test")
+        test_ds, test_idx, _ = prepare(spec.test_split, seed + 1)
+        test = build(test_ds, test_idx, "test")
     if spec.val_split is not None:
-        val = build(*prepare(spec.val_split, seed + 2), "val")
+        val_ds, val_idx, _ = prepare(spec.val_split, seed + 2)
+        val = build(val_ds, val_idx, "val")
     else:
         keep_pos, val_pos = _stratified_split(train_labels, val_fraction, seed)
         val = build(train_ds, train_idx[val_pos], "val")

@@ -95,27 +95,22 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return repo_id, (revision or None)
 
 
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and its causes (or contexts), at most 10 deep so a cyclic chain cannot loop forever."""
+    for _ in range(10):
+        if exc is None:
+            return
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def _status(exc: BaseException | None) -> int | None:
     """The HTTP status of the first error in ``exc``'s cause chain that has a response."""
-    seen = 0
-    while exc is not None and seen < 10:
-        response = getattr(exc, "response", None)
-        code = getattr(response, "status_code", None)
+    for err in _chain(exc):
+        code = getattr(getattr(err, "response", None), "status_code", None)
         if isinstance(code, int):
             return code
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
     return None
-
-
-def _in_chain(exc: BaseException | None, types: tuple[type, ...]) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, types):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
 
 
 def _transport_errors() -> tuple[type, ...]:
@@ -156,7 +151,7 @@ def _hub_errors(
         raise
     except LocalEntryNotFoundError as exc:
         # The HEAD failed (offline, no connection, Hub down) and the cache has nothing to fall back on.
-        if constants.HF_HUB_OFFLINE or _in_chain(exc, (OfflineModeIsEnabled,)):
+        if constants.HF_HUB_OFFLINE or any(isinstance(e, OfflineModeIsEnabled) for e in _chain(exc)):
             raise HubOfflineError(
                 f"{filename or 'the ticket'} of {where} is not in the local Hugging Face cache and offline mode "
                 "is on (HF_HUB_OFFLINE=1): run once online to cache it, or set HF_HUB_OFFLINE=0"
@@ -269,8 +264,8 @@ def _verify(pointer: Path, data: bytes, expected_sha256: str | None, etag: str |
         problem = f"sha256 {digest} but the catalogue pins {expected_sha256}"
     elif etag is not None and len(etag) == 64 and digest != etag:
         problem = f"sha256 {digest} but the Hub reports {etag}"
-    elif etag is not None and len(etag) == 40 and _git_blob_sha1(data) != etag:
-        problem = f"git blob sha1 {_git_blob_sha1(data)} but the Hub reports {etag}"
+    elif etag is not None and len(etag) == 40 and (blob_sha1 := _git_blob_sha1(data)) != etag:
+        problem = f"git blob sha1 {blob_sha1} but the Hub reports {etag}"
     if problem is not None:
         _evict(pointer)  # never leave a bad file in the cache where the next load would trust it
         raise ChecksumMismatchError(
@@ -295,6 +290,20 @@ def _download(repo_id: str, filename: str, revision: str | None, token: Any, end
     return Path(path)
 
 
+def _fetch_ticket(
+    repo_id: str, revision: str | None, where: str, sha256: str | None, token: Any, endpoint: str | None
+) -> tuple[Path, bytes]:
+    """Download (or take from the cache) ``ticket.safetensors`` and verify it: (cache path, bytes).
+
+    A catalogue pin ``sha256`` is checked when given; otherwise the digest the Hub reports (which
+    costs a request only where the cache holds copies instead of symlinks)."""
+    pointer = _download(repo_id, TICKET_FILE, revision, token, endpoint)
+    data = pointer.read_bytes()
+    etag = None if sha256 is not None else _hub_digest(pointer, repo_id, token, endpoint)
+    _verify(pointer, data, sha256, etag, where)
+    return pointer, data
+
+
 def load_from_hub(
     spec: str,
     *,
@@ -305,7 +314,7 @@ def load_from_hub(
     """Download (or take from the HF cache) ``ticket.safetensors`` of ``org/name[@revision]``, verify it, read it.
 
     The revision may be a branch, a tag or a commit sha; a pinned one gives exactly that version.
-    ``sha256`` (a catalogue pin) is checked when given; the digest the Hub reports is always checked.
+    ``sha256`` (a catalogue pin) is checked when given, else the digest the Hub reports.
     The ticket's ``meta["hub"]`` records ``repo_id``, ``revision`` and the resolved ``commit``.
 
     Example:
@@ -317,10 +326,7 @@ def load_from_hub(
 
     repo_id, revision = parse_spec(spec)
     where = f"hf-hub:{repo_id}@{revision or 'main'}"
-    pointer = _download(repo_id, TICKET_FILE, revision, token, endpoint)
-    data = pointer.read_bytes()
-    etag = None if sha256 is not None else _hub_digest(pointer, repo_id, token, endpoint)
-    _verify(pointer, data, sha256, etag, where)
+    pointer, data = _fetch_ticket(repo_id, revision, where, sha256, token, endpoint)
     ticket = ticket_from_bytes(data, source=where)
     # The cache layout is snapshots/<commit>/<file>: the commit the revision resolved to.
     ticket.meta["hub"] = {"repo_id": repo_id, "revision": revision or "main", "commit": pointer.parent.name}
@@ -344,11 +350,10 @@ def pull(
         >>> pull("hf-hub:me/lenet-digits@v1", "tickets/lenet")  # doctest: +SKIP
         PosixPath('tickets/lenet')
     """
-    from .api import save
-
     text = str(spec)
     if not text.startswith("hf-hub:") and "/" not in text:
         from . import zoo
+        from .api import save
 
         entry = zoo.info(text)
         if entry["location"] == "hub":
@@ -371,10 +376,7 @@ def _pull_hub(
 
     repo_id, revision = parse_spec(spec)
     where = f"hf-hub:{repo_id}@{revision or 'main'}"
-    pointer = _download(repo_id, TICKET_FILE, revision, token, endpoint)
-    data = pointer.read_bytes()
-    etag = None if sha256 is not None else _hub_digest(pointer, repo_id, token, endpoint)
-    _verify(pointer, data, sha256, etag, where)
+    pointer, data = _fetch_ticket(repo_id, revision, where, sha256, token, endpoint)
     ticket_from_bytes(data, source=where)  # refuse to hand over something that is not a valid ticket
     commit = pointer.parent.name
     card: Path | None

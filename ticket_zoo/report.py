@@ -213,8 +213,12 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         >>> s["mean"], s["std"], round(s["ci95_high"] - s["mean"], 3)
         (92.0, 2.0, 4.968)
     """
+    return _summarize(_per_seed(_normalise(rows)))
+
+
+def _summarize(groups: dict[tuple, dict[Any, list[float]]]) -> list[dict[str, Any]]:
     out = []
-    for key, by_seed in _per_seed(_normalise(rows)).items():
+    for key, by_seed in groups.items():
         values = list(_seed_values(by_seed).values())
         mean, sd, half = _t_interval(values)
         out.append(
@@ -256,7 +260,12 @@ def compare(
         >>> c["mean_diff"], c["n_pairs"], round(c["p_value"], 3)
         (2.0, 2, 0.295)
     """
-    groups = _per_seed(_normalise(rows))
+    return _compare(_per_seed(_normalise(rows)), baseline, control)
+
+
+def _compare(
+    groups: dict[tuple, dict[Any, list[float]]], baseline: str, control: str
+) -> list[dict[str, Any]]:
     out = []
     for key, by_seed in groups.items():
         if key[-2] != control:
@@ -322,10 +331,18 @@ def matching_sparsity(
         >>> matching_sparsity(rows)[0]["matching_density"]
         0.2
     """
+    _check_tolerance(tolerance)
+    return _matching(summarize(rows), tolerance, control)
+
+
+def _check_tolerance(tolerance: float) -> None:
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ConfigError(f"tolerance must be a non-negative number of accuracy points, got {tolerance!r}")
+
+
+def _matching(summary: list[dict[str, Any]], tolerance: float, control: str) -> list[dict[str, Any]]:
     by_setting: dict[tuple, dict[str, list[dict[str, Any]]]] = {}
-    for s in summarize(rows):
+    for s in summary:
         by_setting.setdefault(tuple(s[k] for k in _SETTING), {}).setdefault(s["control"], []).append(s)
     out = []
     for key, controls in sorted(by_setting.items()):
@@ -526,11 +543,15 @@ def build_report(
         raise ConfigError(
             f"{out / results_name} holds no results yet; run or resume `ticket-zoo transfer` first"
         )
+    _check_tolerance(tolerance)
+    # read_results has checked the rows already: group them once for every statistic.
+    groups = _per_seed(rows)
+    summary = _summarize(groups)
     present = {r["control"] for r in rows}
     report = {
-        "summary": summarize(rows),
-        "comparisons": [c for b in BASELINES if b in present for c in compare(rows, baseline=b)],
-        "matching": matching_sparsity(rows, tolerance=tolerance),
+        "summary": summary,
+        "comparisons": [c for b in BASELINES if b in present for c in _compare(groups, b, "winning")],
+        "matching": _matching(summary, tolerance, "winning"),
     }
     _write_csv(out / "report.csv", report)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import TicketFormatError, UnknownArchitectureError
+from .errors import TicketFormatError, UnknownArchitectureError, did_you_mean
 from .masks import layer_densities, overall_density
 
 
@@ -31,10 +31,7 @@ def create_model(
     from . import models  # noqa: F401  (registers the paper architectures into timm)
 
     if not timm.is_model(arch):
-        import difflib
-
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        hint = did_you_mean(arch, timm.list_models(), n=3) or " (see timm.list_models())"
         raise UnknownArchitectureError(f"unknown architecture {arch!r}{hint}")
     kwargs = dict(arch_kwargs)
     kwargs.pop("pretrained", None)
@@ -135,15 +132,18 @@ class Ticket:
 
     def with_(self, **changes: Any) -> Ticket:
         """A copy with some fields replaced (masks/init/meta are copied, not shared)."""
-        fields = {
-            "arch": self.arch,
-            "arch_kwargs": copy.deepcopy(self.arch_kwargs),
-            "masks": {k: v.clone() for k, v in self.masks.items()},
-            "init": {k: v.clone() for k, v in self.init.items()},
-            "meta": copy.deepcopy(self.meta),
+        unknown = set(changes) - {"arch", "arch_kwargs", "masks", "init", "meta"}
+        if unknown:
+            raise TypeError(f"Ticket.with_() got unknown field(s) {sorted(unknown)}")
+        # Copy only what the caller does not replace: controls swap masks/init of 20M-weight tickets.
+        copies = {
+            "arch": lambda: self.arch,
+            "arch_kwargs": lambda: copy.deepcopy(self.arch_kwargs),
+            "masks": lambda: {k: v.clone() for k, v in self.masks.items()},
+            "init": lambda: {k: v.clone() for k, v in self.init.items()},
+            "meta": lambda: copy.deepcopy(self.meta),
         }
-        fields.update(changes)
-        return Ticket(**fields)
+        return Ticket(**{name: changes[name] if name in changes else make() for name, make in copies.items()})
 
     # --- use --------------------------------------------------------------------------------------
 

@@ -39,7 +39,6 @@ import argparse
 import copy
 import dataclasses
 import datetime
-import difflib
 import hashlib
 import json
 import os
@@ -57,7 +56,7 @@ from tqdm.auto import tqdm
 
 from ._io import append_line, atomic_write_bytes, atomic_write_text
 from .controls import CONTROLS, get_control
-from .errors import ConfigError, TicketZooError
+from .errors import ConfigError, TicketZooError, did_you_mean
 from .ticket import Ticket, create_model
 
 __all__ = ["OPTIMIZER_PRESETS", "TransferConfig", "register_cli", "transfer"]
@@ -165,10 +164,8 @@ class TransferConfig:
         names = [f.name for f in dataclasses.fields(cls) if f.init]
         for key in data:
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(
-                    f"unknown transfer config key {key!r}{hint}; known keys: {', '.join(names)}"
+                    f"unknown transfer config key {key!r}{did_you_mean(key, names)}; known keys: {', '.join(names)}"
                 )
         for key in ("tickets", "targets", "optimizers"):
             if key not in data:
@@ -391,9 +388,9 @@ def _ticket_digest(ticket: Ticket) -> str:
     return h.hexdigest()
 
 
-def _ticket_input_size(ticket: Ticket, model: torch.nn.Module | None) -> tuple[int, int, int] | None:
+def _ticket_input_size(ticket: Ticket, model: torch.nn.Module) -> tuple[int, int, int] | None:
     size = ticket.meta.get("input_size")
-    if size is None and model is not None:
+    if size is None:
         size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     return None if size is None else tuple(int(v) for v in size)
 
@@ -466,6 +463,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
 
 
+# On a ticket of density 1.0 these controls train exactly what another control trains.
+_SAME_RUN_AT_FULL_DENSITY = {"random_ticket": "dense", "reinit": "dense", "random_mask": "winning"}
+
+
 def _plan(cfg: TransferConfig) -> list[_Cell]:
     """Every cell of the grid, in run order (target, ticket, optimizer, control, seed), deduplicated."""
     assert cfg._refs is not None, "validate() first"
@@ -478,11 +479,7 @@ def _plan(cfg: TransferConfig) -> list[_Cell]:
             for opt in cfg.optimizers:
                 for control in cfg.controls:
                     # Identical trainings share one run (see the module docstring).
-                    run_control = control
-                    if full and control in ("random_ticket", "reinit"):
-                        run_control = "dense"
-                    elif full and control == "random_mask":
-                        run_control = "winning"
+                    run_control = _SAME_RUN_AT_FULL_DENSITY.get(control, control) if full else control
                     for seed in cfg.seeds:
                         tc = cfg.train_config(opt, seed, target).to_dict()
                         train = {k: v for k, v in tc.items() if k not in _HOUSEKEEPING}
@@ -791,10 +788,8 @@ def _cli(args: argparse.Namespace) -> int:
                 chosen[name] = dict(OPTIMIZER_PRESETS[name])
             else:
                 known = sorted({*cfg.optimizers, *OPTIMIZER_PRESETS})
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ConfigError(
-                    f"--optimizers: unknown optimizer {name!r}{hint}; known: {', '.join(known)}"
+                    f"--optimizers: unknown optimizer {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}"
                 )
         cfg.optimizers = chosen
     elif not cfg.optimizers:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import math
 import os
 import re
@@ -39,6 +38,7 @@ from .errors import (
     TicketNotFoundError,
     TicketNotPublishedError,
 )
+from .hub import sha256_hex
 
 __all__ = [
     "CARDS_ENV",
@@ -226,7 +226,8 @@ def _catalogue(cards_dir: str | os.PathLike | None = None) -> dict[str, dict[str
     if not directory.is_dir():
         raise ConfigError(f"catalogue directory {directory} does not exist")
     paths = sorted(p for p in directory.glob("*.md") if not p.name.startswith("_") and p.name not in _SKIP)
-    signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    stats = [(p.name, p.stat()) for p in paths]
+    signature = tuple((name, st.st_mtime_ns, st.st_size) for name, st in stats)
     key = str(directory.resolve())
     cached = _CACHE.get(key)
     if cached is not None and cached[0] == signature:
@@ -346,7 +347,7 @@ def _read_embedded(entry: dict[str, Any]) -> bytes:
             f"({path.parent}); reinstall ticket-zoo or rebuild it with `python recipes/build_embedded_zoo.py`"
         )
     data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     if digest != entry["sha256"]:
         raise ChecksumMismatchError(
             f"{entry['name']}: embedded file {path} has sha256 {digest} but its card pins {entry['sha256']}; "
@@ -427,7 +428,7 @@ def render_entry_card(entry: dict[str, Any], *, cards_dir: str | os.PathLike | N
         name=fm["name"],
         arch=fm["arch"],
         source=fm["source"],
-        dataset=fm["dataset"] or fm["source"],
+        dataset=fm["dataset"],
         pct=pct_label(fm["density"]),
         density=f"{100 * fm['density']:.2f}",
         source_accuracy="not recorded" if acc is None else f"{acc:.2f}%",
@@ -481,7 +482,7 @@ def publish(
     Example:
         >>> publish("runs/vgg19-imagenet/level_07", "me/vgg19-imagenet-20pct", name="vgg19-imagenet-20pct")  # doctest: +SKIP
     """
-    from .format import read_ticket
+    from .format import ticket_from_bytes
     from .hub import TICKET_FILE, parse_spec, push
 
     directory = Path(ticket_dir)
@@ -495,7 +496,8 @@ def publish(
             f"--repo must be org/name without a revision (the card pins the commit), got {repo_id!r}"
         )
     data = (directory / TICKET_FILE).read_bytes()
-    ticket = read_ticket(directory / TICKET_FILE)
+    # one read: the sha256 the card pins is of exactly the bytes validated here
+    ticket = ticket_from_bytes(data, source=str(directory / TICKET_FILE))
     if not (name or ticket.name):
         raise ConfigError(f"{directory}: the ticket has no name; give one with --name ARCH-SOURCE-PCTpct")
     name = validate_name(name or ticket.name)
@@ -524,7 +526,7 @@ def publish(
         "recipe": recipe,
         "repo_id": repo,
         "revision": sha,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256_hex(data),
     }
     write_card(entry, cards)
     return info(name, cards_dir=cards)
