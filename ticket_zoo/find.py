@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import fnmatch
 import hashlib
 import json
@@ -43,7 +42,7 @@ import torch
 import yaml
 
 from ._io import atomic_write_bytes, atomic_write_text
-from .errors import CheckpointError, ConfigError, UnknownArchitectureError
+from .errors import CheckpointError, ConfigError, UnknownArchitectureError, did_you_mean
 
 __all__ = ["FindConfig", "find_tickets", "register_cli", "density_schedule"]
 
@@ -122,7 +121,7 @@ class FindConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in d:
             if key not in names:
-                raise ConfigError(f"unknown recipe field {key!r}{_hint(str(key), names)}")
+                raise ConfigError(f"unknown recipe field {key!r}{did_you_mean(key, names)}")
         for key in ("arch", "dataset", "train"):
             if key not in d:
                 raise ConfigError(f"recipe is missing the required field {key!r}")
@@ -234,10 +233,10 @@ class FindConfig:
             self.train.validate()
         except ConfigError as exc:
             raise ConfigError(f"train: {exc}") from None
-        parse_rewind(self.rewind)
+        rewind_unit, rewind_value = parse_rewind(self.rewind)  # checked here, compared with the budget below
         if self.scope not in SCOPES:
             raise ConfigError(
-                f"scope must be one of {SCOPES}, got {self.scope!r}{_hint(str(self.scope), SCOPES)}"
+                f"scope must be one of {SCOPES}, got {self.scope!r}{did_you_mean(self.scope, SCOPES)}"
             )
         _fraction("prune_fraction", self.prune_fraction)
         if self.head_prune_fraction is not None:
@@ -270,14 +269,17 @@ class FindConfig:
             raise ConfigError(f"seed must be an int in [0, 2**32), got {self.seed!r}")
         if self.name_prefix is not None and (not isinstance(self.name_prefix, str) or not self.name_prefix):
             raise ConfigError(f"name_prefix must be a non-empty string, got {self.name_prefix!r}")
-        kind, value = parse_rewind(self.rewind)
-        if kind == "iterations" and self.train.iterations is not None and value > self.train.iterations:
+        if (
+            rewind_unit == "iterations"
+            and self.train.iterations is not None
+            and rewind_value > self.train.iterations
+        ):
             raise ConfigError(
-                f"rewind ({value} iterations) is beyond the training budget ({self.train.iterations} iterations)"
+                f"rewind ({rewind_value} iterations) is beyond the training budget ({self.train.iterations} iterations)"
             )
-        if kind == "epochs" and self.train.epochs is not None and value > self.train.epochs:
+        if rewind_unit == "epochs" and self.train.epochs is not None and rewind_value > self.train.epochs:
             raise ConfigError(
-                f"rewind ({value} epochs) is beyond the training budget ({self.train.epochs} epochs)"
+                f"rewind ({rewind_value} epochs) is beyond the training budget ({self.train.epochs} epochs)"
             )
 
 
@@ -453,12 +455,13 @@ def find_tickets(
             else:
                 if level == 0:
                     masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
-                    row = _run_level(context, out, 0, masks, dense, capture=True)
+                    row = _run_level(context, out, 0, masks, dense, rewind=None)
                 else:
                     masks = _level_masks(out, level, config, sizes, fractions)
+                    rewind = _load_tensors(out / REWIND_FILE)
                     model = _create(config.arch, arch_kwargs)
-                    model.load_state_dict(_load_tensors(out / REWIND_FILE))
-                    row = _run_level(context, out, level, masks, model, capture=False)
+                    model.load_state_dict(rewind)
+                    row = _run_level(context, out, level, masks, model, rewind=rewind)
             rows.append(row)
             _write_summary(out, config, rows)
             bar.update(1)
@@ -468,8 +471,14 @@ def find_tickets(
     return rows
 
 
-def _run_level(ctx: dict[str, Any], out: Path, level: int, masks, model, *, capture: bool) -> dict[str, Any]:
-    """Train one level from ``model`` (θk already loaded, or the dense init), write its ticket, mark it done."""
+def _run_level(
+    ctx: dict[str, Any], out: Path, level: int, masks, model, *, rewind: Mapping[str, torch.Tensor] | None
+) -> dict[str, Any]:
+    """Train one level from ``model`` (θk already loaded, or the dense init), write its ticket, mark it done.
+
+    ``rewind`` is θk for levels >= 1; level 0 passes ``None`` and captures θk while it trains."""
+    import timm
+
     from . import __version__
     from .api import save
     from .masks import overall_density
@@ -480,6 +489,7 @@ def _run_level(ctx: dict[str, Any], out: Path, level: int, masks, model, *, capt
     splits = ctx["splits"]
     ldir = out / f"level_{level:02d}"
     ckpt = ldir / ".ckpt"
+    capture = rewind is None
     result = train(
         model,
         splits.train,
@@ -500,11 +510,7 @@ def _run_level(ctx: dict[str, Any], out: Path, level: int, masks, model, *, capt
         if _is_main():
             _save_tensors(out / REWIND_FILE, result.captured)
         rewind = result.captured
-    else:
-        rewind = _load_tensors(out / REWIND_FILE)
     density = overall_density(masks)
-    import timm
-
     meta = {
         "name": f"{ctx['prefix']}-{_pct(density)}pct",
         "source": config.dataset,
@@ -546,8 +552,7 @@ def _run_level(ctx: dict[str, Any], out: Path, level: int, masks, model, *, capt
         "path": str(ldir),
     }
     if _is_main():
-        final = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-        _save_tensors(ldir / FINAL_FILE, final)
+        _save_tensors(ldir / FINAL_FILE, model.state_dict())
         ticket = Ticket.from_model(
             model, masks, arch=config.arch, arch_kwargs=ctx["arch_kwargs"], init_state=rewind, meta=meta
         )
@@ -630,8 +635,7 @@ def _check_arch(arch: str) -> None:
     from . import models  # noqa: F401  (registers the paper architectures)
 
     if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see timm.list_models()"
+        hint = did_you_mean(arch, timm.list_models(), n=3) or "; see timm.list_models()"
         raise UnknownArchitectureError(f"arch: unknown architecture {arch!r}{hint}")
 
 
@@ -650,6 +654,8 @@ def _resolve_arch_kwargs(
     config: FindConfig, num_classes: int, input_size: tuple[int, int, int]
 ) -> dict[str, Any]:
     """The recipe's arch_kwargs plus num_classes / in_chans / img_size from the data (when accepted)."""
+    from .ticket import create_model
+
     kwargs = dict(config.arch_kwargs)
     for key, value in (("num_classes", num_classes), ("in_chans", input_size[0])):
         if key in kwargs and kwargs[key] != value:
@@ -658,18 +664,15 @@ def _resolve_arch_kwargs(
                 f"remove it from arch_kwargs (it is filled in from the data)"
             )
         kwargs[key] = value
+    model = _create(config.arch, kwargs, device="meta")  # also checks that the kwargs build
     if "img_size" in kwargs:
-        _create(config.arch, kwargs, device="meta")
         return kwargs
-    model = _create(config.arch, kwargs, device="meta")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     default = tuple(cfg.get("input_size", ())) if isinstance(cfg, dict) else ()
     h, w = input_size[1], input_size[2]
     if default[1:] != (h, w):
         trial = {**kwargs, "img_size": h if h == w else [h, w]}
         try:  # nets with a global pool take any size and often have no img_size argument
-            from .ticket import create_model
-
             create_model(config.arch, trial, device="meta")
             kwargs = trial
         except TypeError:
@@ -726,14 +729,10 @@ def _claim(out: Path, config: FindConfig) -> None:
 
 
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    skip = _NOT_FINGERPRINTED if prefix == "" else _TRAIN_NOT_FINGERPRINTED
     out = []
     for key in sorted(set(a) | set(b)):
-        if (
-            prefix == ""
-            and key in _NOT_FINGERPRINTED
-            or prefix == "train."
-            and key in _TRAIN_NOT_FINGERPRINTED
-        ):
+        if key in skip:
             continue
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict) and key == "train":
@@ -745,7 +744,8 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[
 
 def _write_summary(out: Path, config: FindConfig, rows: list[dict[str, Any]]) -> None:
     if _is_main():
-        doc = {"fingerprint": _fingerprint(config.to_dict()), "config": config.to_dict(), "levels": rows}
+        d = config.to_dict()
+        doc = {"fingerprint": _fingerprint(d), "config": d, "levels": rows}
         atomic_write_text(out / SUMMARY_FILE, json.dumps(doc, indent=2, default=str) + "\n")
 
 
@@ -776,11 +776,6 @@ def _pct(density: float) -> str:
     if pct >= 1:
         return str(int(round(pct)))
     return f"{pct:.2g}".rstrip("0").rstrip(".") if pct > 0 else "0"
-
-
-def _hint(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _is_int(x: Any) -> bool:

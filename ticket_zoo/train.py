@@ -29,7 +29,6 @@ import atexit
 import bisect
 import contextlib
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -49,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._io import atomic_write_bytes, atomic_write_text
-from .errors import CheckpointError, ConfigError
+from ._io import append_line, atomic_write_bytes, atomic_write_text
+from .errors import CheckpointError, ConfigError, did_you_mean
 from .masked import apply_masks_, hold_masks
 
 __all__ = ["TrainConfig", "TrainResult", "build_optimizer", "build_scheduler", "evaluate", "train"]
@@ -117,11 +116,11 @@ class TrainConfig:
         """
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}{_hint(self.optimizer, OPTIMIZERS)}"
+                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}{did_you_mean(self.optimizer, OPTIMIZERS)}"
             )
         if self.schedule not in SCHEDULES:
             raise ConfigError(
-                f"schedule must be one of {SCHEDULES}, got {self.schedule!r}{_hint(self.schedule, SCHEDULES)}"
+                f"schedule must be one of {SCHEDULES}, got {self.schedule!r}{did_you_mean(self.schedule, SCHEDULES)}"
             )
         _positive("lr", self.lr)
         _positive("eps", self.eps)
@@ -195,7 +194,7 @@ class TrainConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in d:
             if key not in names:
-                raise ConfigError(f"unknown train config key {key!r}{_hint(str(key), names)}")
+                raise ConfigError(f"unknown train config key {key!r}{did_you_mean(key, names)}")
         kw = dict(d)
         for key in ("betas", "milestones"):
             if isinstance(kw.get(key), list):
@@ -212,11 +211,6 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["betas"], d["milestones"] = list(self.betas), list(self.milestones)
         return d
-
-
-def _hint(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _is_real(x: Any) -> bool:
@@ -733,10 +727,7 @@ def _clean_stale_tmp(directory: Path) -> None:
 
 def _budget(config: TrainConfig, train_set: Any, global_batch: int) -> tuple[int, int | None]:
     """(total iterations, iterations per epoch or None for a stream of unknown length)."""
-    try:
-        n = len(train_set)
-    except TypeError:
-        n = None
+    n = _len(train_set)
     if n is not None and not _is_stream(train_set):
         if n < global_batch:
             raise ConfigError(f"batch_size ({global_batch}) is larger than the training set ({n} examples)")
@@ -980,9 +971,7 @@ def _evaluate_now(module, val_set, test_set, ctx: _Dist, st: _State, spe, lr: fl
     if st.best_val is None or val_acc > st.best_val:  # strict: the earliest of equal accuracies wins
         st.best_val, st.best_step, st.best_state = val_acc, st.step, _snapshot(module)
     if log_path is not None and ctx.main:
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
+        append_line(log_path, json.dumps(entry))
     bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_acc:.2f}")
 
 
