@@ -886,8 +886,15 @@ def _run(net, module, train_set, val_set, test_set, config, ctx, st, optimizer, 
             st.aug_gen = torch.Generator().manual_seed(_derive_seed("aug", config.seed, ctx.rank))
 
     desc = progress if isinstance(progress, str) else "train"
+    # A named bar belongs to a caller's outer bar (find's levels, transfer's cells): clear it when done
+    # so the terminal keeps one line per level/cell rather than a stack of finished inner bars.
     bar = tqdm(
-        total=total, initial=st.step, desc=desc, disable=progress is False or not ctx.main, dynamic_ncols=True
+        total=total,
+        initial=st.step,
+        desc=desc,
+        disable=progress is False or not ctx.main,
+        dynamic_ncols=True,
+        leave=not isinstance(progress, str),
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.float16) if config.amp and cuda else contextlib.nullcontext()
