@@ -29,6 +29,7 @@ import atexit
 import bisect
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import json
 import math
@@ -523,8 +524,20 @@ def _setup(config: TrainConfig) -> _Dist:
 
 
 def _destroy_process_group() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    dist = torch.distributed
+    if not dist.is_initialized():
+        return
+    # Leave together: a gloo rank that tears down while its peer still holds the connection can
+    # abort at exit ("terminate called without an active exception"). Bounded, so a crashed peer
+    # cannot hang this process (torchrun stops the others anyway).
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except Exception:  # a peer is gone: nothing left to synchronise with
+        pass
+    dist.destroy_process_group()
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
