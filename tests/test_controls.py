@@ -37,13 +37,7 @@ def make_ticket(
     return Ticket.from_model(model, masks, arch=arch, arch_kwargs=kwargs, init_state=rewind, meta=meta)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny nets run faster so on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

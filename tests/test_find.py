@@ -46,13 +46,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models train several times faster on one thread, and a busy 2-core box does not thrash.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe(tmp: Path, data: dict, name: str = "recipe.yaml") -> Path:
