@@ -132,11 +132,20 @@ class HubServer:
 
     Test knobs (all settable while it runs):
 
-    - ``fail_next(n, status=500, paths_containing=None, method=None)``: the next ``n`` matching requests
-      answer ``status`` (body read, nothing stored).
+    - ``fail_next(n, status=500, paths_containing=None, method=None, headers=None)``: the next ``n``
+      matching requests answer ``status`` (body read, nothing stored), with extra ``headers`` (e.g.
+      ``{"Retry-After": "30"}``; no ``X-Error-Code`` unless given there).
+    - ``fault_next(n, kind, paths_containing=None, method=None, seconds=10.0)``: the next ``n`` matching
+      requests misbehave at the transport level: ``"hang"`` (no answer at all), ``"stall"`` (headers and
+      half the body, then silence), ``"trickle"`` (the body one byte every 0.1 s), ``"short"`` (the full
+      Content-Length but half the body, then the connection closes) or ``"wrong_size"`` (a ``/resolve/``
+      answer advertising one byte more than the file has). Silences end after ``seconds`` or at
+      ``stop()``, whichever comes first, so a misbehaving handler always ends by itself.
     - ``corrupt_downloads = True``: GET bodies of ``/resolve/`` downloads get one byte flipped (headers,
-      sizes and ETags unchanged).
+      sizes and ETags unchanged); ``corrupt_paths = {"README.md"}`` does that for those files only.
     - ``all_regular = True``: preupload answers ``"regular"`` for every file (no LFS, no Xet).
+    - ``resolve_any_revision = True``: an unknown revision name resolves to main's head, as a hostile
+      or broken mirror might (to test that clients never turn a revision into a path).
     - ``requests``: list of ``(method, path)`` (path without query string, still URL-quoted).
 
     Example::
@@ -151,11 +160,15 @@ class HubServer:
         self.all_regular = all_regular
         self.lfs_threshold = lfs_threshold
         self.corrupt_downloads = False
+        self.corrupt_paths: set[str] = set()
+        self.resolve_any_revision = False
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.url = ""
         self._failures: list[list[Any]] = []
+        self._faults: list[list[Any]] = []
+        self._stopping = threading.Event()  # ends injected silences early when the server stops
         self._lock = threading.RLock()
         self._counter = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -195,6 +208,7 @@ class HubServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        self._stopping.set()
         httpd.shutdown()
         httpd.server_close()
         with self._lock:
@@ -216,19 +230,51 @@ class HubServer:
     # --- test knobs --------------------------------------------------------------------------------
 
     def fail_next(
-        self, n: int, status: int = 500, paths_containing: str | None = None, method: str | None = None
+        self,
+        n: int,
+        status: int = 500,
+        paths_containing: str | None = None,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Make the next ``n`` requests (whose path contains ``paths_containing`` and whose method is
-        ``method``, when given) answer ``status`` instead of being served.
+        ``method``, when given) answer ``status`` (plus ``headers``) instead of being served.
 
         Example::
 
             >>> server = HubServer(); server.fail_next(2, paths_containing="/resolve/", method="HEAD")
+            >>> server.fail_next(1, 429, headers={"Retry-After": "30"})
         """
         if n < 1:
             raise ValueError(f"fail_next needs n >= 1, got {n}")
         with self._lock:
-            self._failures.append([n, status, paths_containing, method.upper() if method else None])
+            self._failures.append(
+                [n, status, paths_containing, method.upper() if method else None, dict(headers or {})]
+            )
+
+    FAULT_KINDS = ("hang", "stall", "trickle", "short", "wrong_size")
+
+    def fault_next(
+        self,
+        n: int,
+        kind: str,
+        paths_containing: str | None = None,
+        method: str | None = None,
+        seconds: float = 10.0,
+    ) -> None:
+        """Make the next ``n`` matching requests misbehave at the transport level (see the class doc):
+        ``kind`` is one of :attr:`FAULT_KINDS`; silences last at most ``seconds`` (or until ``stop()``).
+
+        Example::
+
+            >>> server = HubServer(); server.fault_next(1, "hang", paths_containing="/commit/", seconds=5)
+        """
+        if n < 1:
+            raise ValueError(f"fault_next needs n >= 1, got {n}")
+        if kind not in self.FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; choose one of {self.FAULT_KINDS}")
+        with self._lock:
+            self._faults.append([n, kind, paths_containing, method.upper() if method else None, float(seconds)])
 
     def count(self, method: str, path_contains: str = "") -> int:
         """How many logged requests had ``method`` and a path containing ``path_contains``.
@@ -250,15 +296,23 @@ class HubServer:
         """The stored repo (KeyError if absent), for white-box assertions."""
         return self.repos[(repo_type, repo_id)]
 
-    def _take_failure(self, method: str, path: str) -> int | None:
+    def _take_failure(self, method: str, path: str) -> tuple[int, dict[str, str]] | None:
+        rule = self._take(self._failures, method, path)
+        return None if rule is None else (int(rule[1]), rule[4])
+
+    def _take_fault(self, method: str, path: str) -> tuple[str, float] | None:
+        rule = self._take(self._faults, method, path)
+        return None if rule is None else (rule[1], rule[4])
+
+    def _take(self, rules: list[list[Any]], method: str, path: str) -> list[Any] | None:
         with self._lock:
-            for rule in self._failures:
-                n, status, needle, want_method = rule
+            for rule in rules:
+                n, _, needle, want_method = rule[:4]
                 if (needle is None or needle in path) and (want_method is None or want_method == method):
                     rule[0] = n - 1
                     if rule[0] <= 0:
-                        self._failures.remove(rule)
-                    return int(status)
+                        rules.remove(rule)
+                    return rule
         return None
 
     # --- model helpers -----------------------------------------------------------------------------
@@ -299,6 +353,8 @@ class HubServer:
 
     def _get_commit(self, repo: Repo, revision: str) -> Commit:
         commit = repo.resolve(revision)
+        if commit is None and self.resolve_any_revision and "main" in repo.branches:
+            commit = repo.commits[repo.branches["main"]]
         if commit is None:
             raise _HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return commit
@@ -357,6 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
     """Routes one request to the in-memory hub; ``hub`` is bound by :meth:`HubServer.start`."""
 
     hub: HubServer
+    _fault: tuple[str, float] | None = None  # the injected transport fault of the current request
+    _pending: tuple[str, float, bytes] | None = None  # a body to send badly, after the lock is released
     protocol_version = "HTTP/1.1"  # keep-alive, like the real Hub; every answer carries Content-Length
     timeout = 60  # idle keep-alive connections end on their own
 
@@ -425,7 +483,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD" and body:
+            kind, seconds = self._fault or (None, 0.0)
+            if kind in ("stall", "trickle", "short"):
+                # sent by _dispatch once the model lock is released: a slow answer must not block others
+                self._pending = (kind, seconds, body)
+                return
             self.wfile.write(body)
+
+    def _misbehave(self, kind: str, seconds: float, body: bytes) -> None:
+        """Send ``body`` badly (headers already sent, announcing all of it), then end the connection."""
+        self.close_connection = True
+        stopping, until = self.hub._stopping, time.monotonic() + seconds
+        try:
+            if kind == "trickle":
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    if stopping.wait(0.1) or time.monotonic() > until:
+                        return
+                return
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            if kind == "stall":
+                stopping.wait(seconds)
+        except OSError:
+            pass  # the client gave up and closed its end
 
     def _json(self, status: int, obj: Any, headers: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers=headers)
@@ -437,15 +519,27 @@ class _Handler(BaseHTTPRequestHandler):
         with hub._lock:
             hub.requests.append((method, path))
         self.body = self._read_body()
-        status = hub._take_failure(method, path)
-        if status is not None:
+        self._fault = None
+        failure = hub._take_failure(method, path)
+        if failure is not None:
+            status, extra = failure
             self._json(
-                status, {"error": f"injected failure {status}"}, {"X-Error-Message": "injected failure"}
+                status,
+                {"error": f"injected failure {status}"},
+                {"X-Error-Message": "injected failure", **extra},
             )
             return
+        self._fault = hub._take_fault(method, path)
+        if self._fault is not None and self._fault[0] == "hang":
+            hub._stopping.wait(self._fault[1])  # read the request, answer nothing, then hang up
+            self.close_connection = True
+            return
+        self._pending = None
         try:
             with hub._lock:  # one request at a time touches the model: simple and race-free
                 result = self._route(method, path)
+            if self._pending is not None:
+                self._misbehave(*self._pending)
             if result is not None:
                 self._json(*result)
         except _HubError as err:
@@ -774,11 +868,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             status, body = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        if method == "GET" and hub.corrupt_downloads and body:
+        if self._fault is not None and self._fault[0] == "wrong_size":
+            if "X-Linked-Size" in headers:
+                headers["X-Linked-Size"] = len(data) + 1
+            elif method == "HEAD":
+                headers["Content-Length"] = len(body) + 1  # a HEAD has no body to frame
+        if method == "GET" and (hub.corrupt_downloads or filename in hub.corrupt_paths) and body:
             flipped = bytearray(body)
             flipped[len(flipped) // 2] ^= 0xFF
             body = bytes(flipped)
-        headers["Content-Length"] = len(body)
+        headers.setdefault("Content-Length", len(body))
         self._send(status, body, content_type="application/octet-stream", headers=headers)
 
 

@@ -7,7 +7,7 @@ import timm
 import torch
 
 import ticket_zoo.models  # noqa: F401  (registers the paper architectures)
-from ticket_zoo.errors import TicketFormatError, UnknownArchitectureError
+from ticket_zoo.errors import ConfigError, TicketFormatError, UnknownArchitectureError
 from ticket_zoo.masks import magnitude_masks, prunable_weights
 from ticket_zoo.models import classifier_param_names
 from ticket_zoo.ticket import Ticket, create_model
@@ -162,7 +162,8 @@ def test_ticket_rejects_inconsistent_fields() -> None:
 def test_unknown_architecture_suggests_close_names() -> None:
     with pytest.raises(UnknownArchitectureError, match="did you mean.*conv4"):
         create_model("convv4", {"num_classes": 10})
-    assert isinstance(
-        create_model("conv2", {"num_classes": 2, "img_size": 4, "pretrained": True}), torch.nn.Module
-    )
+    assert isinstance(create_model("conv2", {"num_classes": 2, "img_size": 4}), torch.nn.Module)
+    # `pretrained` would load weights: refused, not silently dropped (see test_format for the whole class)
+    with pytest.raises(ConfigError, match="'pretrained' is not allowed"):
+        create_model("conv2", {"num_classes": 2, "img_size": 4, "pretrained": True})
     assert timm.is_model("vgg19_cifar")

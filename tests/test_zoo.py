@@ -385,3 +385,110 @@ def test_embedded_zoo_regenerates_bit_identically(tmp_path) -> None:
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert builder.check([CHEAPEST_RECIPE], runs_dir=tmp_path, progress=False) == []
+
+
+# --- hostile or broken cards: one short error line, never a traceback or a flood --------------------
+
+
+def _laughs(levels: int) -> str:
+    """A YAML alias bomb ("billion laughs"): each level repeats the previous one 9 times."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\ndataset: *l{levels - 1}\n"
+
+
+def _nested_block(depth: int) -> str:
+    return (
+        "extra:\n"
+        + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(depth))
+        + "  " * (depth + 1)
+        + "v: 1\n"
+    )
+
+
+GOOD_FRONT = (
+    "name: conv4-svhn-5pct\narch: conv4\nsource: svhn\ndensity: 0.05\nrecipe: recipes/conv4-svhn.yaml\n"
+    "published: false\n"
+)
+BAD_CARDS = [
+    ("source_accuracy_text", GOOD_FRONT + "source_accuracy: high\n", "source_accuracy"),
+    ("source_accuracy_list", GOOD_FRONT + "source_accuracy: [91, 5]\n", "source_accuracy"),
+    ("source_accuracy_over_100", GOOD_FRONT + "source_accuracy: 250\n", "source_accuracy"),
+    ("source_accuracy_nan", GOOD_FRONT + "source_accuracy: .nan\n", "source_accuracy"),
+    ("source_accuracy_bool", GOOD_FRONT + "source_accuracy: true\n", "source_accuracy"),
+    ("dataset_mapping", GOOD_FRONT + "dataset: {a: 1}\n", "'dataset'"),
+    ("dataset_alias_bomb", GOOD_FRONT + _laughs(6), "YAML alias"),
+    ("depth_flow_100000", GOOD_FRONT + "extra: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than"),
+    ("depth_block_40", GOOD_FRONT + _nested_block(40), "nested more than"),
+    ("size_arch_10mb", GOOD_FRONT.replace("arch: conv4", "arch: " + "a" * 10_000_000), "larger than"),
+    ("size_arch_1000", GOOD_FRONT.replace("arch: conv4", "arch: " + "a" * 1000), "'arch'"),
+    (
+        "recipe_two_lines",
+        GOOD_FRONT.replace("recipe: recipes/conv4-svhn.yaml", 'recipe: "a\\nb"'),
+        "'recipe'",
+    ),
+    ("recipe_absolute", GOOD_FRONT.replace("recipes/conv4-svhn.yaml", "/etc/passwd.yaml"), "'recipe'"),
+    ("recipe_dotdot", GOOD_FRONT.replace("recipes/conv4-svhn.yaml", "recipes/../../../x.yaml"), "'recipe'"),
+    ("recipe_not_yaml", GOOD_FRONT.replace("recipes/conv4-svhn.yaml", "recipes/x.bin"), "'recipe'"),
+    ("bigint_density", GOOD_FRONT.replace("density: 0.05", "density: " + "9" * 5000), "cannot load"),
+    ("density_text", GOOD_FRONT.replace("density: 0.05", "density: " + "x" * 5000), "'density'"),
+    (
+        "repo_id_long",
+        GOOD_FRONT.replace(
+            "published: false", f"repo_id: org/{'r' * 1000}\nrevision: main\nsha256: {'a' * 64}"
+        ),
+        "'repo_id'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "front", "match"), BAD_CARDS, ids=[c for c, _, _ in BAD_CARDS])
+def test_bad_card_fields_are_one_short_error_line(cards, capsys, monkeypatch, case, front, match) -> None:
+    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))
+    (cards / "conv4-svhn-5pct.md").write_text(f"---\n{front}---\n# card\n")
+    with pytest.raises(ConfigError, match=match) as err:
+        zoo.list_tickets()
+    assert "conv4-svhn-5pct.md" in str(err.value) and len(str(err.value)) <= len(str(cards)) + 400
+    for argv in (["list"], ["info", "conv4-svhn-5pct"], ["info", "conv4-cifar10-20pct"]):
+        assert cli.main(argv) == 2
+        out, errout = capsys.readouterr()
+        assert "Traceback" not in errout and errout.count("\n") == 1, errout[:2000]
+        assert errout.startswith("ticket-zoo: error: "), errout[:2000]
+        assert len(errout) <= len(str(cards)) + 450, errout[:2000]
+        assert len(out) < 1000
+
+
+def test_card_that_is_not_utf8_is_one_error_line(cards, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_STAGES", ("zoo",))
+    (cards / "conv4-svhn-5pct.md").write_bytes(b"---\n" + GOOD_FRONT.encode() + b"note: \xff\xfe\n---\n")
+    assert cli.main(["list"]) == 2
+    errout = capsys.readouterr().err
+    assert "not UTF-8" in errout and errout.count("\n") == 1
+
+
+def test_list_and_info_print_a_recorded_source_accuracy(cards, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_STAGES", ("zoo",))
+    (cards / "conv4-svhn-5pct.md").write_text(f"---\n{GOOD_FRONT}source_accuracy: 91.5\n---\n# card\n")
+    assert zoo.info("conv4-svhn-5pct")["source_accuracy"] == 91.5
+    assert cli.main(["list", "--arch", "conv4"]) == 0
+    assert re.search(r"conv4-svhn-5pct\s+5\.00%\s+91\.50\s+not published", capsys.readouterr().out)
+    assert cli.main(["info", "conv4-svhn-5pct"]) == 0
+    assert "source_accuracy: 91.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "a" * 300 + "-digits-5pct", "x" * 5000, "ab\ncd" * 100])
+@pytest.mark.parametrize("command", ["info", "pull", "load"])
+def test_overlong_names_are_one_short_error_line(cards, capsys, monkeypatch, tmp_path, command, name) -> None:
+    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))
+    monkeypatch.chdir(tmp_path)
+    if command == "load":
+        with pytest.raises(TicketNotFoundError) as err:
+            ticket_zoo.load(name)  # Path.is_dir raised OSError(ENAMETOOLONG) here
+        message = str(err.value)
+    else:
+        assert cli.main([command, name]) == 2
+        out, message = capsys.readouterr()
+        assert out == "" and message.startswith("ticket-zoo: error: ") and message.count("\n") == 1
+    assert "Traceback" not in message and len(message) <= 400, message[:1000]
+    assert "\n" not in message.rstrip("\n")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ._io import atomic_write_text
-from .errors import TicketNotFoundError
+from .errors import TicketNotFoundError, shorten
 from .format import read_ticket, write_ticket
 from .ticket import Ticket
 
@@ -53,17 +53,21 @@ def load(spec: str | os.PathLike) -> Ticket:
 
         return load_from_hub(text[len("hf-hub:") :])
     path = Path(text)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a path here
+        is_dir = is_file = False
+    if is_dir:
         if not (path / TICKET_FILE).is_file():
             raise TicketNotFoundError(
                 f"{path} is a directory without {TICKET_FILE}; is it a ticket directory?"
             )
         return read_ticket(path / TICKET_FILE)
-    if path.is_file():
+    if is_file:
         return read_ticket(path)
     looks_like_path = os.sep in text or text.endswith(".safetensors") or text.startswith(".")
     if looks_like_path:
-        raise TicketNotFoundError(f"{text}: no such file or directory")
+        raise TicketNotFoundError(f"{shorten(text, 200)}: no such file or directory")
     from .zoo import load_named
 
     return load_named(text)

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import torch
@@ -21,6 +22,13 @@ def _fmt_pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def _accuracy(value: Any) -> float | None:
+    """A recorded accuracy as a float, or None when it is missing or not a finite number (never raises)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def card_data(ticket: Ticket, name: str | None = None) -> ModelCardData:
     """The YAML part of the card: library, tags, source dataset, model-index with source accuracy."""
     meta = ticket.meta
@@ -29,7 +37,7 @@ def card_data(ticket: Ticket, name: str | None = None) -> ModelCardData:
     source_id = meta.get("source_hub_id") or source
     eval_results = []
     for split in ("test", "val"):
-        acc = meta.get(f"source_{split}_acc")
+        acc = _accuracy(meta.get(f"source_{split}_acc"))
         if acc is not None:
             eval_results.append(
                 EvalResult(
@@ -38,7 +46,7 @@ def card_data(ticket: Ticket, name: str | None = None) -> ModelCardData:
                     dataset_name=str(source or "unknown"),
                     dataset_split="test" if split == "test" else "validation",
                     metric_type="accuracy",
-                    metric_value=round(float(acc), 4),
+                    metric_value=round(acc, 4),
                     metric_name=f"source {split} accuracy (%)",
                 )
             )
@@ -83,15 +91,15 @@ def render_card(ticket: Ticket, name: str | None = None, repo_id: str | None = N
     )
     acc_lines = []
     for key, label in (("source_val_acc", "validation"), ("source_test_acc", "test")):
-        if meta.get(key) is not None:
-            acc_lines.append(f"- source {label} accuracy: **{float(meta[key]):.2f}%**")
+        if _accuracy(meta.get(key)) is not None:
+            acc_lines.append(f"- source {label} accuracy: **{_accuracy(meta[key]):.2f}%**")
     recipe = meta.get("recipe")
     recipe_block = (
         "```json\n" + json.dumps(recipe, indent=2, sort_keys=True, default=str) + "\n```"
         if recipe
         else "_not recorded_"
     )
-    versions = meta.get("versions") or {}
+    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
     body = f"""
 # {name}
 

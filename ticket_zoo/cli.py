@@ -46,6 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         # One clear line for the user; the type tells scripts what went wrong.
         print(f"ticket-zoo: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file-system problem the command did not anticipate (disk full, permissions changed
+        # mid-run): still one line, naming the file, never a traceback. (Network libraries also
+        # derive their errors from OSError; those without an errno are shown as what they are.)
+        from ._io import os_reason
+
+        if exc.errno is None:
+            text = " ".join(str(exc).split())[:300]
+            print(f"ticket-zoo: error: {type(exc).__name__}: {text}", file=sys.stderr)
+            return 2
+        where = f" {str(exc.filename)[:200]}" if exc.filename else ""
+        print(f"ticket-zoo: error: cannot read or write{where}: {os_reason(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ticket-zoo: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

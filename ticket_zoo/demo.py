@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, prepare_out_dir
 from .errors import ConfigError
 
 DEFAULT_FIND_RECIPE = "recipes/lenet_300_100-digits04.yaml"
@@ -64,7 +64,8 @@ def run_demo(
     from .find import find_tickets
     from .transfer_engine import TransferConfig, transfer
 
-    out = Path(out_dir)
+    # A file in the way, no permission, /proc, a read-only disk: one OutputDirError line before any work.
+    out = prepare_out_dir(out_dir, what="--out")
     t0 = time.perf_counter()
     if from_catalogue or not Path(find_recipe).is_file():
         from .zoo import list_tickets

@@ -23,6 +23,29 @@ def did_you_mean(word: str, choices: Iterable[str], n: int = 1) -> str:
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
+_CONTROL_CHARS = dict.fromkeys([*range(0x20), 0x7F], "?")
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``value`` for an error message: ``repr`` of a non-string, cut to about ``limit`` characters, on one line.
+
+    Messages that echo user data (a name, a field of a file) must stay one short line however big
+    or odd the data is: the tail is replaced by ``...[N chars]`` and control characters by ``?``.
+
+    Example:
+        >>> shorten("x" * 200, 10)
+        'xxxxxxxxxx...[200 chars]'
+        >>> shorten([1, 2])
+        '[1, 2]'
+    """
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:  # a repr that fails (or recurses too deep) must not hide the real error
+        text = f"<{type(value).__name__}>"
+    head = text[:limit].translate(_CONTROL_CHARS)
+    return head if len(text) <= limit else f"{head}...[{len(text)} chars]"
+
+
 class TicketZooError(Exception):
     """Base class of every error ticket_zoo raises on purpose."""
 
@@ -41,6 +64,10 @@ class UnknownArchitectureError(ConfigError):
 
 class UnknownDatasetError(ConfigError):
     """A dataset name that the data registry does not know."""
+
+
+class OutputDirError(ConfigError):
+    """An output folder (``--out``) cannot be created or written, or holds something that must not be replaced."""
 
 
 class CheckpointError(TicketZooError):
@@ -83,6 +110,22 @@ class HubOfflineError(HubError):
 
 class HubServerError(HubError):
     """The Hub answered with a server error even after retries."""
+
+
+class HubPermissionError(HubError):
+    """The Hub refused access (HTTP 401/403): not logged in, or the token lacks the permission."""
+
+
+class HubRateLimitedError(HubError):
+    """The Hub rate-limited the requests (HTTP 429) even after waiting as it asked."""
+
+
+class HubTimeoutError(HubError):
+    """A Hub call did not finish within its time limit (``TICKET_ZOO_HUB_TIMEOUT``)."""
+
+
+class HubUploadError(HubError):
+    """Uploading files to the Hub failed (the commit was not made)."""
 
 
 class ChecksumMismatchError(HubError):

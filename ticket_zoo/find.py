@@ -41,7 +41,9 @@ from typing import Any
 import torch
 import yaml
 
-from ._io import atomic_write_bytes, atomic_write_text
+from . import _dist
+from ._io import atomic_write_bytes, atomic_write_text, os_reason, prepare_out_dir, remove_stale_temps
+from ._recipe import read_yaml_file
 from .errors import CheckpointError, ConfigError, UnknownArchitectureError, did_you_mean
 
 __all__ = ["FindConfig", "find_tickets", "register_cli", "density_schedule"]
@@ -52,6 +54,7 @@ CONFIG_FILE = "config.yaml"
 REWIND_FILE = "rewind.safetensors"
 FINAL_FILE = "final.safetensors"
 DONE_FILE = "done.json"
+TICKET_FILE = "ticket.safetensors"
 _MAX_LEVELS = 500  # a target density that needs more levels than this is a mistake, not a plan
 # Fields that change neither the trajectory nor any stored result: a resume may change them.
 # (levels/target_density only decide where to stop, so a finished run can be extended.)
@@ -157,12 +160,8 @@ class FindConfig:
             ...                            {"levels": 2, "train.iterations": 50})  # doctest: +SKIP
         """
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} does not exist; pass a YAML file (see recipes/)")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+        # Bounded, text-only, alias-bomb-safe: a binary or huge --config is one ConfigError line.
+        raw = read_yaml_file(path, what="recipe", hint="pass a YAML file (see recipes/)")
         if not isinstance(raw, dict):
             raise ConfigError(f"recipe {path} must be a YAML mapping of fields")
         return cls.from_dict(apply_overrides(raw, overrides or {}))
@@ -216,6 +215,12 @@ class FindConfig:
         _check_arch(self.arch)
         if not isinstance(self.arch_kwargs, dict) or not all(isinstance(k, str) for k in self.arch_kwargs):
             raise ConfigError(f"arch_kwargs must be a mapping of keyword arguments, got {self.arch_kwargs!r}")
+        from .ticket import check_arch_kwargs
+
+        try:  # the allow-list, before any data is downloaded (create_model enforces it again)
+            check_arch_kwargs(self.arch_kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"arch_kwargs: {exc}") from None
         if self.input_size is not None:
             size = self.input_size
             if (
@@ -290,7 +295,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         >>> apply_overrides({"train": {"lr": 0.1, "epochs": 3}}, {"train.lr": 0.01, "train.iterations": 9})
         {'train': {'lr': 0.01, 'iterations': 9}}
     """
-    out = json.loads(json.dumps(raw, default=list))  # deep copy of plain data
+    out = json.loads(json.dumps(raw, default=_plain))  # deep copy of plain data
     for key, value in overrides.items():
         parts = str(key).split(".")
         if not all(parts):
@@ -310,6 +315,11 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
             if ".".join([*parts[:-1], other]) not in overrides:
                 node.pop(other, None)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON stand-in for the few non-JSON values YAML makes (sets, dates, !!binary): validation names them."""
+    return sorted(value, key=str) if isinstance(value, (set, frozenset)) else str(value)
 
 
 def parse_rewind(rewind: Any) -> tuple[str, float | int]:
@@ -380,6 +390,7 @@ def find_tickets(
     Each row is ``{level, density, val_acc, test_acc, steps, seconds, path}`` (accuracies in percent,
     of the network trained from that level's ticket; test at the best-val weights). Re-running the
     same call resumes; a different config in the same ``out_dir`` raises :class:`ConfigError`.
+    Under torchrun every rank calls it and trains each level together (DDP); rank 0 alone writes.
 
     Example:
         >>> rows = find_tickets("recipes/lenet_300_100-digits.yaml", "runs/lenet")  # doctest: +SKIP
@@ -393,14 +404,16 @@ def find_tickets(
 
     if not isinstance(config, FindConfig):
         config = FindConfig.from_yaml(config)
-    config.validate()
+    # Under torchrun every rank joins the process group here, before anything is read or written;
+    # rank 0 alone writes (OUT, config.yaml, tickets, summary) and the others wait where they read.
+    ctx = _dist.setup(getattr(config.train, "device", "auto"))
+    _dist.together(config.validate)
+    # A file in the way, no permission, /proc, a read-only disk: one OutputDirError line, up front.
+    # A run of another config in OUT: say so before loading data. (Rank 0 checks; every rank raises.)
+    _dist.on_main(_check_out, out_dir, config)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
-    _claim(out, config)
-    done_levels = {int(p.parent.name[len("level_") :]) for p in out.glob(f"level_*/{DONE_FILE}")}
 
-    splits = load_splits(config.dataset, input_size=config.input_size, seed=config.seed)
+    splits = _dist.together(load_splits, config.dataset, input_size=config.input_size, seed=config.seed)
     train_cfg = config.effective_train()
     steps_per_epoch = len(splits.train) // train_cfg.batch_size
     if steps_per_epoch < 1:
@@ -429,6 +442,10 @@ def find_tickets(
     sizes = {n: params[n].numel() for n in names}
     fractions = _layer_fractions(config, dense, names)
     n_levels = _count_levels(config, sizes, fractions)
+    # Claim OUT only now: every check above (data size, rewind, arch) fails without touching it.
+    # (These checks are deterministic, so every rank has raised the same error or none has.)
+    _dist.on_main(_claim_and_clean, out, config)
+    done_levels = {int(p.parent.name[len("level_") :]) for p in out.glob(f"level_*/{DONE_FILE}")}
 
     method = f"{'oneshot' if config.one_shot else 'imp'}-{config.scope}"
     prefix = config.name_prefix or f"{config.arch}-{_source_tag(config.dataset)}"
@@ -445,30 +462,35 @@ def find_tickets(
     }
     rows: list[dict[str, Any]] = []
     bar = tqdm(
-        total=n_levels + 1, desc="IMP levels", disable=not progress or not _is_main(), dynamic_ncols=True
+        total=n_levels + 1, desc="IMP levels", disable=not progress or not ctx.main, dynamic_ncols=True
     )
     try:
         for level in range(n_levels + 1):
-            ldir = out / f"level_{level:02d}"
             if level in done_levels:
-                row = json.loads((ldir / DONE_FILE).read_text(encoding="utf-8"))["row"]
+                # Checks that the level's ticket is the one it recorded; every rank gets rank 0's row.
+                row = _dist.on_main(_done_row, out, level)
             else:
                 if level == 0:
                     masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
                     row = _run_level(context, out, 0, masks, dense, rewind=None)
                 else:
-                    masks = _level_masks(out, level, config, sizes, fractions)
-                    rewind = _load_tensors(out / REWIND_FILE)
+                    # Every rank reads what rank 0 wrote for the previous level (written before the
+                    # barrier that ended it).
+                    masks = _dist.together(_level_masks, out, level, config, sizes, fractions)
+                    rewind = _dist.together(_load_tensors, out / REWIND_FILE)
                     model = _create(config.arch, arch_kwargs)
                     model.load_state_dict(rewind)
                     row = _run_level(context, out, level, masks, model, rewind=rewind)
             rows.append(row)
             _write_summary(out, config, rows)
             bar.update(1)
-            bar.set_postfix(density=f"{row['density']:.4f}", test=f"{row['test_acc']:.2f}")
+            test = "-" if row.get("test_acc") is None else f"{row['test_acc']:.2f}"
+            bar.set_postfix(density=f"{row['density']:.4f}", test=test)
     finally:
         bar.close()
-    return rows
+    # Stored rows name their level folder relative to OUT (a copied run stays valid); the caller gets
+    # paths it can use as they are: OUT/level_XX.
+    return [{**row, "path": str(out / row["path"])} for row in rows]
 
 
 def _run_level(
@@ -507,8 +529,6 @@ def _run_level(
             raise CheckpointError(
                 f"training of level 0 returned no rewind state at step {ctx['rewind_step']}"
             )
-        if _is_main():
-            _save_tensors(out / REWIND_FILE, result.captured)
         rewind = result.captured
     density = overall_density(masks)
     meta = {
@@ -549,21 +569,103 @@ def _run_level(
         "final_test_acc": result.final_test_acc,
         "steps": result.steps,
         "seconds": result.seconds,
-        "path": str(ldir),
+        "path": ldir.name,  # relative to OUT, so a copied or moved run folder stays valid
     }
-    if _is_main():
+
+    def write() -> None:  # rank 0 only; the others wait (on_main is a barrier) and then may read it all
+        if capture:
+            _save_tensors(out / REWIND_FILE, rewind)
         _save_tensors(ldir / FINAL_FILE, model.state_dict())
         ticket = Ticket.from_model(
             model, masks, arch=config.arch, arch_kwargs=ctx["arch_kwargs"], init_state=rewind, meta=meta
         )
         save(ticket, ldir, name=meta["name"])
-        # done.json last: its presence means everything above is complete on disk.
-        atomic_write_text(
-            ldir / DONE_FILE, json.dumps({"row": row, "meta": meta}, indent=2, default=str) + "\n"
-        )
+        # done.json last: its presence means everything above is complete on disk. It records the
+        # ticket's sha256 so that a resume notices a level replaced afterwards (e.g. by a pull).
+        record = {"row": row, "ticket_sha256": _sha256_file(ldir / TICKET_FILE), "meta": meta}
+        atomic_write_text(ldir / DONE_FILE, json.dumps(record, indent=2, default=str) + "\n")
         shutil.rmtree(ckpt, ignore_errors=True)
-    _barrier()
+
+    _dist.on_main(write)
     return row
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _redo_hint(out: Path, level: int) -> str:
+    """How to redo ``level``: delete its folder and every later level's, then re-run."""
+    names = sorted(
+        (p.name for p in out.glob("level_*") if p.name[len("level_") :].isdigit()
+         and int(p.name[len("level_") :]) >= level),
+        key=lambda n: int(n[len("level_") :]),
+    )  # fmt: skip
+    names = names or [f"level_{level:02d}"]
+    listed = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+    return (
+        f"to redo it, delete {out / names[0]}"
+        + (f" and the later level folders ({listed})" if len(names) > 1 else "")
+        + " and re-run the same command"
+    )
+
+
+def _done_row(out: Path, level: int) -> dict[str, Any]:
+    """The summary row of a level marked done, once its ticket is checked against its done record.
+
+    ``done.json`` records the sha256 of the level's ``ticket.safetensors``; one written before that
+    field existed is checked by the ticket's own level and density instead. The row's ``path`` is the
+    level folder relative to OUT (older runs stored an absolute path)."""
+    from .errors import TicketFormatError
+    from .format import read_ticket
+
+    ldir = out / f"level_{level:02d}"
+    done = ldir / DONE_FILE
+    try:
+        record = json.loads(done.read_text(encoding="utf-8"))
+        row = record["row"]
+        if not isinstance(row, dict) or not _is_real(row.get("density")):
+            raise ValueError("no row with a density")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        reason = os_reason(exc) if isinstance(exc, OSError) else _one_line(exc)
+        raise CheckpointError(
+            f"{done} cannot be read ({reason}); level {level} cannot be resumed: {_redo_hint(out, level)}"
+        ) from None
+    ticket_path = ldir / TICKET_FILE
+    if not ticket_path.is_file():
+        raise CheckpointError(
+            f"{ticket_path} is missing although level {level} is marked done; {_redo_hint(out, level)}"
+        )
+    changed = (
+        f"level {level} ({ldir}) was changed after this run finished it: its {TICKET_FILE} is not the "
+        "ticket the run wrote (replaced by `ticket-zoo pull --out` or a copy?)"
+    )
+    recorded = record.get("ticket_sha256")
+    if recorded is not None:
+        if _sha256_file(ticket_path) != recorded:
+            raise CheckpointError(f"{changed}: its sha256 differs from {DONE_FILE}; {_redo_hint(out, level)}")
+    else:  # done.json of an older version without the digest: check level and density
+        try:
+            ticket = read_ticket(ticket_path)
+        except TicketFormatError as exc:
+            raise CheckpointError(f"{changed}: {exc}; {_redo_hint(out, level)}") from None
+        meta_level = ticket.meta.get("level")
+        wrong_level = meta_level is not None and meta_level != level
+        if wrong_level or abs(ticket.density - float(row["density"])) > 1e-9:
+            raise CheckpointError(
+                f"{changed}: it is level {meta_level} at density {ticket.density:.4f}, {DONE_FILE} "
+                f"recorded level {level} at density {float(row['density']):.4f}; {_redo_hint(out, level)}"
+            )
+    return {**row, "path": ldir.name}
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _level_masks(out: Path, level: int, config: FindConfig, sizes, fractions) -> dict[str, torch.Tensor]:
@@ -707,25 +809,68 @@ def _fingerprint(d: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _claim(out: Path, config: FindConfig) -> None:
-    """Write OUT/config.yaml, or check that the run already in ``out`` used the same config."""
+def _claim(out: Path, config: FindConfig, *, write: bool = True) -> None:
+    """Write OUT/config.yaml, or check that the run already in ``out`` used the same config.
+
+    A run that never finished a unit of work (no level done, no level-0 training checkpoint) does not
+    lock its folder: a new config simply replaces its config.yaml. Otherwise a different config is
+    refused with the way to start over. ``write=False`` only checks."""
+    from .train import CHECKPOINT_NAME
+
     current = config.to_dict()
     path = out / CONFIG_FILE
-    if path.is_file():
+    if path.exists():
         try:
-            stored = FindConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8"))).to_dict()
-        except (ConfigError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path} is not a valid recipe ({exc}); use a fresh --out") from None
-        if _fingerprint(stored) != _fingerprint(current):
-            diffs = _diff(stored, current)
-            raise ConfigError(
-                f"{out} holds a run with a different config ({'; '.join(diffs[:5])}); "
-                "use a new --out, or re-run with the original recipe to resume"
-            )
-    if _is_main():
+            raw = read_yaml_file(path, what="stored config")
+            stored = FindConfig.from_dict(raw).to_dict()
+            problem = None
+            if _fingerprint(stored) != _fingerprint(current):
+                problem = f"a run with a different config ({'; '.join(_diff(stored, current)[:5])})"
+        except ConfigError as exc:
+            problem = f"a run whose {CONFIG_FILE} cannot be read ({exc})"
+        if problem is not None:
+            done = sorted(p.parent.name for p in out.glob(f"level_*/{DONE_FILE}"))
+            partial = out / "level_00" / ".ckpt" / CHECKPOINT_NAME
+            if done:
+                raise ConfigError(
+                    f"{out} holds {problem} with {len(done)} finished level(s) ({', '.join(done[:3])}"
+                    f"{', ...' if len(done) > 3 else ''}); re-run with the original recipe to resume, or "
+                    f"start over with a new --out (or delete {out})"
+                )
+            if partial.exists():
+                raise ConfigError(
+                    f"{out} holds {problem} whose level 0 is partly trained; re-run with the original "
+                    f"recipe to resume, or start over: delete {out / 'level_00'} (partial training of the "
+                    "old config) or use a new --out"
+                )
+            # Nothing was finished under the old config (e.g. it failed before training): replace it.
+    if write and _dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         header = f"# effective config of this ticket-zoo find run (fingerprint {_fingerprint(current)})\n"
         atomic_write_text(path, header + yaml.safe_dump(current, sort_keys=False))
+
+
+def _check_out(out_dir: str | os.PathLike, config: FindConfig) -> None:
+    """Rank 0, before any data is read: OUT can be written, and holds no run of another config."""
+    out = prepare_out_dir(out_dir, what="--out")
+    _claim(out, config, write=False)
+
+
+def _claim_and_clean(out: Path, config: FindConfig) -> None:
+    """Rank 0, once every check has passed: write config.yaml and remove a killed run's temporaries."""
+    _claim(out, config)
+    _remove_stale_temps(out)
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Delete the ``.NAME.<hex>.tmp`` files of atomic writes that a killed run left in OUT.
+
+    Only where a find run writes (OUT itself and its ``level_XX`` folders, checkpoints included), so an
+    ``--out`` pointed at a shared folder never loses another program's temporaries."""
+    remove_stale_temps(out, recursive=False)
+    for ldir in out.glob("level_*"):
+        if ldir.is_dir() and not ldir.is_symlink():
+            remove_stale_temps(ldir)
 
 
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -743,21 +888,14 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[
 
 
 def _write_summary(out: Path, config: FindConfig, rows: list[dict[str, Any]]) -> None:
-    if _is_main():
+    """OUT/summary.json (by rank 0); each row's ``path`` is its level folder relative to OUT (``"level_05"``)."""
+
+    def write() -> None:
         d = config.to_dict()
         doc = {"fingerprint": _fingerprint(d), "config": d, "levels": rows}
         atomic_write_text(out / SUMMARY_FILE, json.dumps(doc, indent=2, default=str) + "\n")
 
-
-def _is_main() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _barrier() -> None:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    _dist.on_main(write)
 
 
 # --- small helpers ---------------------------------------------------------------------------------
@@ -820,6 +958,8 @@ def _cli(args: argparse.Namespace) -> int:
         overrides["train.iterations"] = args.iterations
     config = FindConfig.from_yaml(args.config, overrides)
     rows = find_tickets(config, args.out, progress=not args.quiet)
+    if not _dist.is_main():
+        return 0
     print(f"{'level':>5}  {'density':>8}  {'val %':>6}  {'test %':>6}  path")
     for r in rows:
         test = "-" if r["test_acc"] is None else f"{r['test_acc']:.2f}"

@@ -11,7 +11,9 @@ Layout (a plain safetensors file, readable by any safetensors reader):
 
 :func:`read_ticket` validates everything before any tensor is used and raises
 :class:`~ticket_zoo.errors.TicketFormatError` naming the problem. Nothing is ever unpickled:
-the header is parsed as JSON here and the tensors by safetensors.
+the header is parsed as JSON here (bounded: digits, depth, counts, lengths) and the tensors are
+raw little-endian arrays. A file is read header first; its data only once the header is a valid
+ticket whose byte ranges match the file size, so memory follows the ticket, never the file.
 
 Example:
     >>> write_ticket(ticket, "out/ticket.safetensors")  # doctest: +SKIP
@@ -24,6 +26,8 @@ import json
 import math
 import os
 import struct
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +37,35 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ._io import atomic_write_bytes
-from .errors import TicketFormatError, UnknownArchitectureError
-from .ticket import Ticket, create_model
+from .errors import ConfigError, TicketFormatError, UnknownArchitectureError, shorten
+from .ticket import Ticket, check_arch, check_arch_kwargs, create_model
 
 FORMAT_NAME = "ticket-zoo"
 FORMAT_VERSION = 1
 BITORDER = "big"
-MAX_HEADER_BYTES = 64 * 1024 * 1024  # a header is JSON describing tensors; anything larger is garbage
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # a header is JSON describing tensors (vgg19: 18 KB); larger is garbage
+# Bounds on what a file may ask the reader to do (far above any real ticket; a file beyond them is refused
+# before it costs memory or time): tensors in the file, dimensions per tensor, JSON nesting and digits,
+# and the length of each metadata string.
+MAX_TENSORS = 1 << 14  # tensors in a file (a masked parameter is two); the largest timm models have ~3000
+# JSON objects/lists and values ('{', '[' and ',' anywhere in the header, metadata strings included: an
+# upper bound) the header may hold: parsing "[{},{},...]" would cost ~70 bytes of memory per 3 bytes of file.
+MAX_JSON_CONTAINERS = 8 * MAX_TENSORS
+MAX_JSON_VALUES = 32 * MAX_TENSORS
+MAX_NAME = 512  # characters in a tensor name ("init." + a parameter name)
+MAX_NDIM = 16
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 32
+MAX_METADATA_CHARS = {
+    "format": 64,
+    "format_version": 16,
+    "bitorder": 16,
+    "arch_kwargs": 4096,
+    "meta": 1 << 20,
+}
+MAX_META_TEXT = 1024  # meta fields that cards and reprs print: name, source (a local data path), ...
+_META_TEXT_FIELDS = ("name", "source", "source_hub_id", "method", "license")
+_META_ACCURACY_FIELDS = ("source_test_acc", "source_val_acc")
 
 _DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -110,7 +136,11 @@ def ticket_to_bytes(ticket: Ticket) -> bytes:
         "bitorder": BITORDER,
         "meta": json.dumps(ticket.meta, sort_keys=True, default=str),
     }
-    return _canonical(st_save(tensors, metadata=metadata))
+    data = _canonical(st_save(tensors, metadata=metadata))
+    # Refuse to write what read_ticket would refuse (meta too big, nested too deep, odd accuracies, ...).
+    header, _ = _parse_header(data, len(data), "the ticket to write")
+    _read_metadata(header, "the ticket to write")
+    return data
 
 
 def _canonical(data: bytes) -> bytes:
@@ -137,52 +167,116 @@ def write_ticket(ticket: Ticket, path: str | os.PathLike) -> Path:
 # --- reading and validation -----------------------------------------------------------------------
 
 
-def _parse_header(data: bytes, source: str) -> tuple[dict[str, Any], int]:
-    """Check the safetensors framing ourselves so every failure has a clear message."""
-    size = len(data)
-    if size < 8:
+class _BadJSON(Exception):
+    """Why a JSON text was refused (the caller adds where it was)."""
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses int() of more than 4300 digits with a ValueError; refuse far earlier, by name.
+    if len(digits) > MAX_INT_DIGITS + 1:
+        raise _BadJSON(f"not acceptable JSON: an integer has more than {MAX_INT_DIGITS} digits")
+    return int(digits)
+
+
+def _load_json(text: str) -> Any:
+    """``json.loads`` that only raises :class:`_BadJSON`: bounded integers and nesting depth."""
+    try:
+        value = json.loads(text, parse_int=_parse_int)
+    except _BadJSON:
+        raise
+    except RecursionError:
+        raise _BadJSON(f"not acceptable JSON: nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:  # JSONDecodeError and int() limits
+        raise _BadJSON(f"not valid JSON ({shorten(str(exc))})") from None
+    # Iteratively (a recursive check would fail on the very input it guards against).
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise _BadJSON(f"not acceptable JSON: nested more than {MAX_JSON_DEPTH} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+def _parse_header(head: bytes, size: int, source: str) -> tuple[dict[str, Any], int]:
+    """Check the safetensors framing ourselves so every failure has a clear message.
+
+    ``head`` holds at least the 8-byte length and the header (more is ignored), ``size`` is the size
+    of the whole file: everything is checked from the header alone, before any data is read.
+    """
+    if size < 8 or len(head) < 8:
         raise TicketFormatError(
             f"{source}: truncated file ({size} bytes; a ticket starts with an 8-byte header length)"
         )
-    (header_len,) = struct.unpack("<Q", data[:8])
+    (header_len,) = struct.unpack("<Q", head[:8])
     if header_len > MAX_HEADER_BYTES:
         raise TicketFormatError(
             f"{source}: oversized header ({header_len} bytes > {MAX_HEADER_BYTES}); not a ticket file or corrupted"
         )
-    if 8 + header_len > size:
+    if 8 + header_len > size or 8 + header_len > len(head):
         raise TicketFormatError(
             f"{source}: truncated file: header claims {header_len} bytes but only {size - 8} follow"
         )
+    raw = head[8 : 8 + header_len]
+    containers, values = raw.count(b"{") + raw.count(b"["), raw.count(b",")
+    if containers > MAX_JSON_CONTAINERS or values > MAX_JSON_VALUES:
+        raise TicketFormatError(
+            f"{source}: garbage header: {containers} JSON objects/lists and {values} values (a ticket header "
+            f"has at most {MAX_JSON_CONTAINERS} and {MAX_JSON_VALUES})"
+        )
     try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TicketFormatError(f"{source}: garbage header: not valid JSON ({exc})") from None
+        header = _load_json(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TicketFormatError(f"{source}: garbage header: not valid JSON ({shorten(str(exc))})") from None
+    except _BadJSON as exc:
+        raise TicketFormatError(f"{source}: garbage header: {exc}") from None
     if not isinstance(header, dict):
         raise TicketFormatError(f"{source}: garbage header: expected a JSON object")
+    if len(header) > MAX_TENSORS + 1:
+        raise TicketFormatError(
+            f"{source}: garbage header: {len(header) - 1} tensors (a ticket has at most {MAX_TENSORS})"
+        )
     data_len = size - 8 - header_len
     ranges: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        label = shorten(repr(name))
+        if len(name) > MAX_NAME:
+            raise TicketFormatError(
+                f"{source}: garbage header: tensor name {label} is longer than {MAX_NAME} characters"
+            )
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
-            raise TicketFormatError(f"{source}: garbage header: entry {name!r} is not a tensor description")
+            raise TicketFormatError(f"{source}: garbage header: entry {label} is not a tensor description")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         # isinstance first: a list or dict here would make the `in` test raise TypeError (unhashable).
         if not isinstance(dtype, str) or dtype not in _DTYPES:
-            raise TicketFormatError(f"{source}: tensor {name!r} has unsupported dtype {dtype!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise TicketFormatError(f"{source}: garbage header: tensor {name!r} has shape {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise TicketFormatError(f"{source}: garbage header: tensor {name!r} has offsets {offsets!r}")
+            raise TicketFormatError(f"{source}: tensor {label} has unsupported dtype {shorten(repr(dtype))}")
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= MAX_NDIM
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise TicketFormatError(f"{source}: garbage header: tensor {label} has shape {shorten(shape)}")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
+            raise TicketFormatError(
+                f"{source}: garbage header: tensor {label} has offsets {shorten(offsets)}"
+            )
         start, end = offsets
         if end > data_len:
             raise TicketFormatError(
-                f"{source}: truncated file: tensor {name!r} ends at byte {end} of the data section, "
+                f"{source}: truncated file: tensor {label} ends at byte {end} of the data section, "
                 f"which has only {data_len} bytes"
             )
         if not 0 <= start <= end or end - start != math.prod(shape) * _ITEMSIZE[dtype]:
             raise TicketFormatError(
-                f"{source}: tensor {name!r} byte range {offsets} does not match {dtype}{shape}"
+                f"{source}: tensor {label} byte range {offsets} does not match {dtype}{shape}"
             )
         ranges.append((start, end, name))
     # safetensors requires the tensors to tile the data section: no overlaps, no holes, no tail.
@@ -190,8 +284,8 @@ def _parse_header(data: bytes, source: str) -> tuple[dict[str, Any], int]:
     for start, end, name in sorted(ranges):
         if start != position:
             raise TicketFormatError(
-                f"{source}: bad offsets: tensor {name!r} starts at byte {start} of the data section, expected "
-                f"{position} ({'overlaps the previous tensor' if start < position else 'hole before it'})"
+                f"{source}: bad offsets: tensor {shorten(repr(name))} starts at byte {start} of the data section, "
+                f"expected {position} ({'overlaps the previous tensor' if start < position else 'hole before it'})"
             )
         position = end
     if position != data_len:
@@ -204,12 +298,31 @@ def _parse_header(data: bytes, source: str) -> tuple[dict[str, Any], int]:
 
 def _json_field(metadata: dict[str, str], key: str, source: str, kind: type) -> Any:
     try:
-        value = json.loads(metadata[key])
-    except (TypeError, json.JSONDecodeError):
-        raise TicketFormatError(f"{source}: metadata field {key!r} is not valid JSON") from None
+        value = _load_json(metadata[key])
+    except _BadJSON as exc:
+        raise TicketFormatError(f"{source}: metadata field {key!r} is {exc}") from None
     if not isinstance(value, kind):
         raise TicketFormatError(f"{source}: metadata field {key!r} must be a JSON {kind.__name__}")
     return value
+
+
+def _check_meta(meta: dict[str, Any], source: str) -> None:
+    """The meta fields that cards, the catalogue and reprs format must have the types they assume."""
+    for key in _META_TEXT_FIELDS:
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_META_TEXT):
+            raise TicketFormatError(
+                f"{source}: meta.{key} must be a string of at most {MAX_META_TEXT} characters, got {shorten(repr(value))}"
+            )
+    for key in _META_ACCURACY_FIELDS:
+        value = meta.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100
+        ):
+            raise TicketFormatError(
+                f"{source}: meta.{key} must be an accuracy in percent (a number in [0, 100]) or null, "
+                f"got {shorten(value)}"
+            )
 
 
 def _read_metadata(header: dict[str, Any], source: str) -> dict[str, Any]:
@@ -218,21 +331,30 @@ def _read_metadata(header: dict[str, Any], source: str) -> dict[str, Any]:
         raise TicketFormatError(
             f"{source}: no ticket metadata: this is a safetensors file but not a ticket-zoo ticket"
         )
+    for key, value in metadata.items():
+        if not isinstance(value, str):  # safetensors metadata is str -> str
+            raise TicketFormatError(f"{source}: metadata field {shorten(repr(key))} must be a string")
     if metadata.get("format") != FORMAT_NAME:
         raise TicketFormatError(
-            f"{source}: unknown format {metadata.get('format')!r}: expected {FORMAT_NAME!r} (not a ticket-zoo ticket)"
+            f"{source}: unknown format {shorten(repr(metadata.get('format')))}: expected {FORMAT_NAME!r} "
+            "(not a ticket-zoo ticket)"
         )
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise TicketFormatError(
-            f"{source}: unsupported format version {metadata.get('format_version')!r}: this ticket_zoo reads "
-            f"version {FORMAT_VERSION}; upgrade ticket_zoo to read newer tickets"
+            f"{source}: unsupported format version {shorten(repr(metadata.get('format_version')))}: this ticket_zoo "
+            f"reads version {FORMAT_VERSION}; upgrade ticket_zoo to read newer tickets"
         )
     missing = [k for k in _REQUIRED_METADATA if k not in metadata]
     if missing:
         raise TicketFormatError(f"{source}: metadata is missing field(s) {missing}")
+    for key, limit in MAX_METADATA_CHARS.items():
+        if len(metadata[key]) > limit:
+            raise TicketFormatError(
+                f"{source}: metadata field {key!r} is {len(metadata[key])} characters long (at most {limit})"
+            )
     if metadata["bitorder"] not in ("big", "little"):
-        raise TicketFormatError(f"{source}: unknown mask bit order {metadata['bitorder']!r}")
-    return {
+        raise TicketFormatError(f"{source}: unknown mask bit order {shorten(repr(metadata['bitorder']))}")
+    info = {
         "arch": metadata["arch"],
         "arch_kwargs": _json_field(metadata, "arch_kwargs", source, dict),
         "shapes": _json_field(metadata, "shapes", source, dict),
@@ -240,6 +362,15 @@ def _read_metadata(header: dict[str, Any], source: str) -> dict[str, Any]:
         "meta": _json_field(metadata, "meta", source, dict),
         "bitorder": metadata["bitorder"],
     }
+    # Before anything is built: a file may only name a timm architecture and constructor arguments
+    # that cannot load files or weights (see ticket.check_arch_kwargs).
+    try:
+        check_arch(info["arch"])
+        check_arch_kwargs(info["arch_kwargs"])
+    except ConfigError as exc:
+        raise TicketFormatError(f"{source}: {exc}") from None
+    _check_meta(info["meta"], source)
+    return info
 
 
 def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> list[str]:
@@ -247,6 +378,11 @@ def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> 
     shapes, dtypes = info["shapes"], info["dtypes"]
     if set(shapes) != set(dtypes):
         raise TicketFormatError(f"{source}: metadata 'shapes' and 'dtypes' name different tensors")
+    if len(shapes) > MAX_TENSORS or any(len(n) > MAX_NAME for n in shapes):
+        raise TicketFormatError(
+            f"{source}: metadata 'shapes' describes more than {MAX_TENSORS} tensors or a name longer than "
+            f"{MAX_NAME} characters"
+        )
     tensor_names = {k for k in header if k != "__metadata__"}
     # A mask whose tensor the metadata does not describe is a stray tensor, not a masked entry.
     masked = sorted(
@@ -256,16 +392,26 @@ def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> 
     missing = sorted(expected - tensor_names)
     extra = sorted(tensor_names - expected)
     if extra:
-        raise TicketFormatError(f"{source}: unexpected tensor(s) {extra[:5]} not described by the metadata")
+        raise TicketFormatError(
+            f"{source}: unexpected tensor(s) {shorten(extra[:5], 200)} not described by the metadata"
+        )
     if missing:
-        raise TicketFormatError(f"{source}: missing tensor(s) {missing[:5]}")
+        raise TicketFormatError(f"{source}: missing tensor(s) {shorten(missing[:5], 200)}")
     for name in shapes:
         dtype = dtypes[name]
         if not isinstance(dtype, str) or dtype not in _DTYPES:
-            raise TicketFormatError(f"{source}: tensor {name!r} has unknown dtype {dtype!r} in metadata")
+            raise TicketFormatError(
+                f"{source}: tensor {shorten(repr(name))} has unknown dtype {shorten(repr(dtype))} in metadata"
+            )
         shape = shapes[name]
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise TicketFormatError(f"{source}: metadata shape of {name!r} is invalid: {shape!r}")
+        if not (
+            isinstance(shape, list)
+            and len(shape) <= MAX_NDIM
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise TicketFormatError(
+                f"{source}: metadata shape of {shorten(repr(name))} is invalid: {shorten(shape)}"
+            )
         entry = header[f"init.{name}"]
         if entry["dtype"] != dtype:
             raise TicketFormatError(
@@ -281,6 +427,11 @@ def _check_layout(header: dict[str, Any], info: dict[str, Any], source: str) -> 
                 )
             if len(entry["shape"]) != 1:
                 raise TicketFormatError(f"{source}: init.{name} of a masked tensor must be 1-D kept values")
+            if entry["shape"][0] > numel:  # before any data is read: never more values than weights
+                raise TicketFormatError(
+                    f"{source}: init.{name} stores {entry['shape'][0]} kept values but the tensor has only "
+                    f"{numel} weights"
+                )
             if dtype not in ("F64", "F32", "F16", "BF16"):
                 raise TicketFormatError(
                     f"{source}: masked tensor {name!r} must be floating point, got {dtype}"
@@ -308,7 +459,8 @@ def _check_architecture(info: dict[str, Any], masked: list[str], source: str) ->
         raise TicketFormatError(f"{source}: {exc}") from None
     except Exception as exc:  # timm raises plain TypeErrors for bad kwargs
         raise TicketFormatError(
-            f"{source}: cannot build architecture {info['arch']!r} with {info['arch_kwargs']}: {exc}"
+            f"{source}: cannot build architecture {info['arch']!r} with {shorten(info['arch_kwargs'], 200)}: "
+            f"{shorten(str(exc), 200)}"
         ) from None
     state_shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     params = dict(model.named_parameters())
@@ -337,17 +489,77 @@ def _all_finite(values: torch.Tensor) -> bool:
     return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
-def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
-    """Validate and decode format-v1 bytes into a :class:`Ticket` (raises TicketFormatError)."""
-    header, _ = _parse_header(data, source)
+def _tensor_views(data: bytes, header: dict[str, Any], base: int) -> dict[str, torch.Tensor]:
+    """Tensors over ``data`` without copying (the framing was checked): read-only views, never written to.
+
+    safetensors' own ``load`` would copy every tensor, doubling the memory of a read.
+    """
+    if sys.byteorder != "little":  # safetensors is little-endian; let it convert
+        return st_load(data)
+    tensors: dict[str, torch.Tensor] = {}
+    with warnings.catch_warnings():
+        # `bytes` is immutable; these views are only read (values are copied out before any write).
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            code, shape = entry["dtype"], entry["shape"]
+            dtype = torch.uint8 if code == "BOOL" else _DTYPES[code]
+            if end == start:
+                tensors[name] = torch.empty(shape, dtype=_DTYPES[code])
+                continue
+            offset, itemsize = base + start, _ITEMSIZE[code]
+            if offset % itemsize:  # a misaligned tensor (not written by us): copy its bytes
+                values = torch.frombuffer(bytearray(data[offset : base + end]), dtype=dtype)
+            else:
+                values = torch.frombuffer(data, dtype=dtype, count=(end - start) // itemsize, offset=offset)
+            # a bool byte other than 0/1 would be an invalid bool tensor: normalise
+            tensors[name] = (values != 0 if code == "BOOL" else values).reshape(shape)
+    return tensors
+
+
+class _FileTensors:
+    """``name -> tensor`` read from an open ticket file one tensor at a time, straight into its own memory.
+
+    Only one tensor's bytes are in flight at a time, so reading a file costs about the decoded ticket
+    plus its largest tensor, never a copy of the whole file.
+    """
+
+    def __init__(self, f: Any, header: dict[str, Any], base: int, source: str) -> None:
+        self.f, self.header, self.base, self.source = f, header, base, source
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        entry = self.header[name]
+        start, end = entry["data_offsets"]
+        code, shape = entry["dtype"], entry["shape"]
+        raw = torch.empty(end - start, dtype=torch.uint8)
+        view = memoryview(raw.numpy())
+        self.f.seek(self.base + start)
+        done = 0
+        while done < len(view):
+            got = self.f.readinto(view[done:])
+            if not got:
+                raise TicketFormatError(f"{self.source}: the file was truncated while it was being read")
+            done += got
+        if code == "BOOL":
+            return (raw != 0).reshape(shape)
+        return raw.view(_DTYPES[code]).reshape(shape)
+
+
+def _check_header(header: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """Everything that can be checked without the data: metadata, layout, the architecture builds with
+    exactly these tensors. Returns (metadata info, masked names)."""
     info = _read_metadata(header, source)
     masked = _check_layout(header, info, source)
     _check_architecture(info, masked, source)
-    try:
-        raw = st_load(data)
-    except Exception as exc:  # the framing was checked above; anything left is corruption
-        raise TicketFormatError(f"{source}: corrupt tensor data ({exc})") from None
+    return info, masked
 
+
+def _decode(raw: Any, checked: tuple[dict[str, Any], list[str]], source: str, *, owned: bool) -> Ticket:
+    """Validate the tensor data and build the Ticket. ``raw[name]`` gives a tensor of the file; ``owned``
+    says whether it is the caller's to keep (read into its own memory) or a view to be copied."""
+    info, masked = checked
     masks: dict[str, torch.Tensor] = {}
     init: dict[str, torch.Tensor] = {}
     for name, shape in info["shapes"].items():
@@ -355,7 +567,7 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
         if values.is_floating_point() and values.numel() and not _all_finite(values):
             raise TicketFormatError(f"{source}: init.{name} contains non-finite values (NaN or inf)")
         if name not in masked:
-            init[name] = values
+            init[name] = values if owned else values.clone()  # a view would share the caller's bytes
             continue
         numel = math.prod(shape)
         packed = raw[f"mask.{name}"].numpy()
@@ -382,13 +594,82 @@ def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
     )
 
 
+def ticket_from_bytes(data: bytes, source: str = "<bytes>") -> Ticket:
+    """Validate and decode format-v1 bytes into a :class:`Ticket` (raises TicketFormatError)."""
+    header, header_len = _parse_header(data, len(data), source)
+    checked = _check_header(header, source)
+    try:
+        raw = _tensor_views(data, header, 8 + header_len)
+    except Exception as exc:  # the framing was checked above; anything left is corruption
+        raise TicketFormatError(f"{source}: corrupt tensor data ({shorten(str(exc))})") from None
+    return _decode(raw, checked, source, owned=False)
+
+
+def _open_checked(f: Any, source: str) -> tuple[int, dict[str, Any], int, tuple[dict[str, Any], list[str]]]:
+    """Read and check the header of the open file ``f`` *before* any data: (size, header, header_len, checked).
+
+    Only the 8-byte length and the header are read. A file whose size differs from what the header
+    describes (trailing data, a truncated file), or whose header is not a valid ticket of an
+    architecture that builds with exactly its tensors, is refused here; the data that remains to be
+    read is then at most the size of that architecture's state, whatever the file.
+    """
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) == 8:
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len <= MAX_HEADER_BYTES:
+            head += f.read(min(header_len, max(size - 8, 0)))
+    header, header_len = _parse_header(head, size, source)
+    return size, header, header_len, _check_header(header, source)
+
+
+def _checked_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        is_file = False
+    if not is_file:
+        raise TicketFormatError(f"{shorten(str(path), 200)}: no such ticket file")
+    return path
+
+
+def read_ticket_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a ticket file, read only after its header passed every check (memory bounded by the ticket).
+
+    For callers that need the bytes themselves (e.g. to check a digest) before
+    :func:`ticket_from_bytes`: a file larger or smaller than its header says, or whose header is not a
+    valid ticket, raises :class:`TicketFormatError` without its data being read.
+
+    Example:
+        >>> data = read_ticket_bytes("runs/digits/level_03/ticket.safetensors")  # doctest: +SKIP
+        >>> ticket = ticket_from_bytes(data)  # doctest: +SKIP
+    """
+    path = _checked_path(path)
+    with open(path, "rb") as f:
+        size, _, _, _ = _open_checked(f, str(path))
+        f.seek(0)
+        data = f.read(size)
+    if len(data) != size:
+        raise TicketFormatError(f"{path}: the file changed while it was being read; try again")
+    return data
+
+
 def read_ticket(path: str | os.PathLike) -> Ticket:
     """Read and validate a ``ticket.safetensors`` file.
+
+    The header is read and checked first (size, layout, architecture); then each tensor is read into
+    its own memory and checked, so peak memory is about the decoded ticket plus its largest tensor
+    however large the file is.
 
     Example:
         >>> ticket = read_ticket("runs/digits/level_03/ticket.safetensors")  # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TicketFormatError(f"{path}: no such ticket file")
-    return ticket_from_bytes(path.read_bytes(), source=str(path))
+    path = _checked_path(path)
+    source = str(path)
+    with open(path, "rb") as f:
+        _, header, header_len, checked = _open_checked(f, source)
+        if sys.byteorder != "little":  # safetensors is little-endian: let safetensors convert
+            f.seek(0)
+            return _decode(_tensor_views(f.read(), header, 8 + header_len), checked, source, owned=False)
+        return _decode(_FileTensors(f, header, 8 + header_len, source), checked, source, owned=True)

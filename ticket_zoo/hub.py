@@ -1,9 +1,12 @@
 """Share tickets through the Hugging Face Hub: ``push``, ``load_from_hub``, ``pull``.
 
 Everything goes through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, tokens).
-On top of it this module adds what a shared ticket needs: bounded retries of server errors the client
-does not retry (download GETs, commits), a sha256 check of every downloaded ticket (the client only
-checks sizes), eviction of a corrupt download from the cache, and errors that say what to do.
+On top of it this module adds what a shared ticket needs: revisions checked before they reach the
+client (they become cache paths), a time limit on every Hub call (``TICKET_ZOO_HUB_TIMEOUT`` seconds,
+default 60, or ``timeout=``), bounded retries of server errors the client does not retry (download GETs,
+commits), of rate limits (honouring ``Retry-After`` up to a cap) and, for downloads only, one retry of a
+timeout or a cut-short body; a digest check of every downloaded file (the ticket and its card; the client
+only checks sizes), eviction of a corrupt download from the cache, and errors that say what to do.
 
 Example:
     >>> import ticket_zoo as tz  # doctest: +SKIP
@@ -17,27 +20,44 @@ import argparse
 import contextlib
 import hashlib
 import logging
+import math
 import os
+import re
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, prepare_out_dir
 from .errors import (
     ChecksumMismatchError,
     ConfigError,
     HubError,
     HubFileNotFoundError,
     HubOfflineError,
+    HubPermissionError,
+    HubRateLimitedError,
     HubRepoNotFoundError,
     HubRevisionNotFoundError,
     HubServerError,
+    HubTimeoutError,
+    HubUploadError,
+    OutputDirError,
     TicketNotFoundError,
 )
 
-__all__ = ["load_from_hub", "parse_spec", "pull", "push", "register_cli", "sha256_hex"]
+__all__ = [
+    "hub_timeout",
+    "load_from_hub",
+    "parse_spec",
+    "pull",
+    "push",
+    "register_cli",
+    "sha256_hex",
+    "validate_revision",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +69,21 @@ EXTRA_FILES = ("config.yaml", "recipe.yaml", "summary.json", "results.json", "do
 # Pauses between attempts for server errors the client itself does not retry (GET, commit).
 # Bounded: a Hub that keeps failing gets HubServerError after len(RETRY_DELAYS) + 1 attempts.
 RETRY_DELAYS: tuple[float, ...] = (0.2, 0.5, 1.0)
+# The time one Hub call (one file download, one commit, ...) may take, in seconds: ``timeout=`` of the
+# public functions, else this environment variable, else DEFAULT_TIMEOUT. Transfers earn 1 s more per
+# MIN_TRANSFER_RATE bytes moved, so a large ticket on a slow link is not cut off.
+TIMEOUT_ENV = "TICKET_ZOO_HUB_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+MIN_TRANSFER_RATE = 100_000
+# HTTP 429: wait as the Hub asks (Retry-After), at most RATE_LIMIT_MAX_WAIT s a time and
+# RATE_LIMIT_RETRIES times per call, then HubRateLimitedError.
+RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_MAX_WAIT = 20.0
+MAX_REVISION_LENGTH = 255
+# Besides control and whitespace characters: what git forbids in ref names, plus what some file systems
+# cannot hold (a revision becomes a path in the HF cache: refs/<revision>).
+_REVISION_FORBIDDEN = set('\\~^:?*["<>|')
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 # --- small helpers ---------------------------------------------------------------------------------
@@ -69,8 +104,95 @@ def _git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _revision_problem(revision: str) -> str | None:
+    if not revision:
+        return "it is empty"
+    if len(revision) > MAX_REVISION_LENGTH:
+        return f"it is longer than {MAX_REVISION_LENGTH} characters"
+    for char in revision:
+        if char == "\\":
+            return "it contains a backslash"
+        if unicodedata.category(char)[0] in "CZ":  # controls (NUL, newline, DEL, ...), format, whitespace
+            return f"it contains the character {char!r}"
+        if char in _REVISION_FORBIDDEN:
+            return f"it contains {char!r}"
+    if revision.startswith("/"):
+        return "it is an absolute path"
+    if revision.startswith("-"):
+        return "it starts with '-'"
+    if "@{" in revision or revision == "@":
+        return "git does not allow '@{' or a lone '@'"
+    for part in revision.split("/"):
+        if part == "":
+            return "it has an empty part ('//' or a '/' at the end)"
+        if part in (".", ".."):
+            return f"it has a {part!r} part"
+        if part.startswith("."):
+            return "a part starts with '.'"
+        if part.endswith(".lock"):
+            return "a part ends with '.lock'"
+    if ".." in revision:
+        return "it contains '..'"
+    if revision.endswith("."):
+        return "it ends with '.'"
+    return None
+
+
+def validate_revision(revision: Any, what: str = "revision") -> str:
+    """Return ``revision`` if it is a safe Hub revision (branch, tag or commit sha), else raise
+    :class:`ConfigError`. huggingface_hub stores a branch or tag as ``refs/<revision>`` in its cache, so
+    this refuses anything that could name another path (``..``, ``.``, empty parts, absolute paths,
+    backslashes), control and whitespace characters, more than 255 characters and what git forbids in
+    ref names. Branches with ``/`` (``feature/x``, ``refs/pr/1``), tags (``v1.0``) and shas pass.
+
+    Example:
+        >>> validate_revision("refs/pr/1")
+        'refs/pr/1'
+        >>> validate_revision("../../tmp/x")
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: invalid Hub revision '../../tmp/x': it has a '..' part; use a branch, tag or commit sha such as main, v1.0, feature/x or refs/pr/1
+    """
+    if not isinstance(revision, str):
+        raise ConfigError(f"a Hub {what} must be a string, got {type(revision).__name__}")
+    problem = _revision_problem(revision)
+    if problem is not None:
+        shown = revision if len(revision) <= 60 else revision[:60] + "..."
+        raise ConfigError(
+            f"invalid Hub {what} {shown!r}: {problem}; use a branch, tag or commit sha such as main, v1.0, "
+            "feature/x or refs/pr/1"
+        )
+    return revision
+
+
+def hub_timeout(timeout: float | None = None) -> float:
+    """The time limit of one Hub call in seconds: ``timeout`` if given, else ``$TICKET_ZOO_HUB_TIMEOUT``,
+    else 60. Transfers get 1 s more per 100 kB moved.
+
+    Example:
+        >>> hub_timeout(5)
+        5.0
+    """
+    source = "timeout"
+    if timeout is None:
+        raw = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not raw:
+            return DEFAULT_TIMEOUT
+        source = TIMEOUT_ENV
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = math.nan
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        shown = repr(os.environ.get(TIMEOUT_ENV, "")[:40]) if source == TIMEOUT_ENV else repr(timeout)
+        raise ConfigError(f"{source} must be a number of seconds > 0 (e.g. 120), got {shown}")
+    return float(timeout)
+
+
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """Split ``"org/name[@revision]"`` (an optional ``hf-hub:`` prefix is accepted) into (repo_id, revision).
+
+    The revision is checked with :func:`validate_revision`.
 
     Example:
         >>> parse_spec("hf-hub:me/tickets@v1")
@@ -80,18 +202,25 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    text = str(spec).strip().removeprefix("hf-hub:")
+    text = str(spec).lstrip().removeprefix("hf-hub:")
     repo_id, sep, revision = text.partition("@")
+    repo_id = repo_id.strip()  # the revision is checked as given: a stray newline there is refused
+    if not sep:
+        repo_id = repo_id.rstrip()
     if sep and not revision:
         raise ConfigError(
             f"Hub spec {spec!r} has an empty revision after '@'; write org/name@v1 or drop the '@'"
         )
     try:
         validate_repo_id(repo_id)
-    except HFValidationError as exc:
+    except HFValidationError:
+        shown = repo_id if len(repo_id) <= 100 else repo_id[:100] + "..."
         raise ConfigError(
-            f"{repo_id!r} is not a valid Hub repo id ({exc}); write it as org/name[@revision]"
+            f"{shown!r} is not a valid Hub repo id: write it as org/name[@revision] (letters, digits, '-', '_', "
+            "'.'; at most 96 characters each)"
         ) from None
+    if sep:
+        validate_revision(revision)
     return repo_id, (revision or None)
 
 
@@ -113,6 +242,27 @@ def _status(exc: BaseException | None) -> int | None:
     return None
 
 
+def _failed_request(exc: BaseException | None) -> str:
+    """``"METHOD /path"`` of the first request in ``exc``'s chain that failed (``""`` if unknown)."""
+    for err in _chain(exc):
+        for holder in (getattr(err, "response", None), err):
+            try:
+                request = getattr(holder, "request", None)
+            except RuntimeError:  # httpx raises when the attribute was never set
+                request = None
+            if request is not None and hasattr(request, "url"):
+                return f"{request.method} {request.url.path}"
+    return ""
+
+
+def _error_code(exc: BaseException | None) -> str | None:
+    for err in _chain(exc):
+        headers = getattr(getattr(err, "response", None), "headers", None)
+        if headers is not None:
+            return headers.get("X-Error-Code")
+    return None
+
+
 def _transport_errors() -> tuple[type, ...]:
     # huggingface_hub 2.x talks through httpx2 (older releases through httpx); both raise TransportError.
     out: list[type] = [ConnectionError, TimeoutError]
@@ -122,17 +272,79 @@ def _transport_errors() -> tuple[type, ...]:
     return tuple(out)
 
 
+def _timeout_errors() -> tuple[type, ...]:
+    from . import _hub_http
+
+    out: list[type] = [TimeoutError, _hub_http.DeadlineExceeded]
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            out.append(__import__(name).TimeoutException)
+    return tuple(out)
+
+
 def _endpoint(endpoint: str | None) -> str:
     from huggingface_hub import constants
 
     return endpoint or constants.ENDPOINT
 
 
+def _one_line(text: object, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _problem(exc: BaseException, call: Any) -> str | None:
+    """What kind of failure ``exc`` is: "timeout", "rate_limited", "cut_short", "wrong_size", or None."""
+    from . import _hub_http
+
+    chain = list(_chain(exc))
+    if any(isinstance(e, _timeout_errors()) for e in chain):
+        return "timeout"
+    if any(isinstance(e, _hub_http.RateLimited) for e in chain) or (call is not None and call.spent == "rate_limited"):
+        return "rate_limited"
+    if any(isinstance(e, _hub_http.BodyCutShort) for e in chain) or (call is not None and call.spent == "cut_short"):
+        return "cut_short"
+    # huggingface_hub's own size check after a download: a bare OSError without an errno (a real
+    # file-system error always has one)
+    if any(type(e) is OSError and e.errno is None and "size" in str(e) for e in chain):
+        return "wrong_size"
+    return None
+
+
+def _is_upload_stage(exc: BaseException) -> bool:
+    """Did ``exc`` come from uploading file contents (LFS batch/PUT/verify, preupload), not the commit?"""
+    for err in _chain(exc):
+        if type(err) is RuntimeError and "uploading" in str(err).lower():  # huggingface_hub's LFS wrapper
+            return True
+    request = _failed_request(exc)
+    return "/info/lfs/" in request or "/preupload/" in request
+
+
 @contextlib.contextmanager
 def _hub_errors(
-    repo_id: str, revision: str | None, filename: str | None = None, endpoint: str | None = None
+    repo_id: str,
+    revision: str | None,
+    filename: str | None = None,
+    endpoint: str | None = None,
+    *,
+    writing: bool = False,
 ) -> Iterator[None]:
-    """Translate huggingface_hub's exceptions into ticket_zoo's, with messages that say what to do."""
+    """Translate huggingface_hub's (and httpx's) exceptions into ticket_zoo's one-line errors that say
+    what to do. ``writing``: the block pushes (permissions and upload failures are worded for it)."""
+    try:
+        yield
+    except HubError:
+        raise
+    except Exception as exc:
+        error = _translate(exc, repo_id, revision, filename, endpoint, writing)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _translate(
+    exc: BaseException, repo_id: str, revision: str | None, filename: str | None, endpoint: str | None, writing: bool
+) -> HubError | None:
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -144,90 +356,203 @@ def _hub_errors(
         RevisionNotFoundError,
     )
 
+    chain = list(_chain(exc))
+    call = getattr(exc, "_ticket_zoo_call", None)
     where = f"{repo_id}@{revision or 'main'}"
-    try:
-        yield
-    except HubError:
-        raise
-    except LocalEntryNotFoundError as exc:
-        # The HEAD failed (offline, no connection, Hub down) and the cache has nothing to fall back on.
-        if constants.HF_HUB_OFFLINE or any(isinstance(e, OfflineModeIsEnabled) for e in _chain(exc)):
-            raise HubOfflineError(
+    what = call.what if call is not None else f"the request for {where}"
+    hub = f"the Hub at {_endpoint(endpoint)}"
+    problem = _problem(exc, call)
+    status = _status(exc)
+    local_miss = isinstance(exc, LocalEntryNotFoundError)
+    not_cached = " and the file is not cached" if local_miss else ""
+
+    if problem == "timeout":
+        limit = call.limit if call is not None else hub_timeout()
+        request = (call.failed_request if call is not None else "") or _failed_request(exc)
+        maybe = (
+            "; the commit may or may not have been made: check the repo's history before pushing again"
+            if writing and "/commit/" in request
+            else ""
+        )
+        tries = f", {call.attempts} attempts" if call is not None and call.attempts > 1 else ""
+        return HubTimeoutError(
+            f"{what} did not finish within {limit:g} s ({request or 'no answer'}{tries}): {hub} is slow or "
+            f"unreachable{maybe}. "
+            f"Try again, or allow more time with {TIMEOUT_ENV}={max(2 * limit, 120):g}"
+        )
+    if problem == "rate_limited" or status == 429:
+        wait = call.retry_after if call is not None else None
+        after = f"retry after {math.ceil(wait)} s" if wait is not None else "retry in a minute"
+        times = f" {call.rate_limited} times" if call is not None and call.rate_limited > 1 else ""
+        return HubRateLimitedError(f"{hub} rate-limited {what} (HTTP 429{times}); {after}")
+    if problem in ("cut_short", "wrong_size"):
+        how = "ended early" if problem == "cut_short" else "did not have the size the Hub announced"
+        return ChecksumMismatchError(
+            f"{what}: the download {how}, also when retried; nothing was kept in the cache. The connection or "
+            f"{hub} is unreliable: try again later"
+        )
+    if any(isinstance(e, OfflineModeIsEnabled) for e in chain) or (local_miss and constants.HF_HUB_OFFLINE):
+        if local_miss:
+            return HubOfflineError(
                 f"{filename or 'the ticket'} of {where} is not in the local Hugging Face cache and offline mode "
                 "is on (HF_HUB_OFFLINE=1): run once online to cache it, or set HF_HUB_OFFLINE=0"
-            ) from None
-        status = _status(exc.__cause__)
-        if status is not None and status >= 500:
-            raise HubServerError(
-                f"the Hub at {_endpoint(endpoint)} answered HTTP {status} for {where} even after retries, and the "
-                "file is not cached; try again later"
-            ) from None
-        raise HubOfflineError(
-            f"cannot reach the Hub at {_endpoint(endpoint)} and {filename or 'the ticket'} of {where} is not cached: "
-            "check your connection (and HF_ENDPOINT), then try again"
-        ) from None
-    except GatedRepoError:
-        raise HubRepoNotFoundError(
+            )
+        return HubOfflineError(
+            f"offline mode is on (HF_HUB_OFFLINE=1) and {where} needs the network: set HF_HUB_OFFLINE=0"
+        )
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return HubPermissionError(
             f"{repo_id} is gated: accept its terms on the Hub and log in (`hf auth login` or HF_TOKEN)"
-        ) from None
-    except RepositoryNotFoundError:
-        raise HubRepoNotFoundError(
+        )
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return HubRepoNotFoundError(
             f"Hub repo {repo_id!r} not found at {_endpoint(endpoint)}: check the id (org/name); if it is private, "
             "log in with `hf auth login` or set HF_TOKEN"
-        ) from None
-    except RevisionNotFoundError:
-        raise HubRevisionNotFoundError(
+        )
+    if any(isinstance(e, RevisionNotFoundError) for e in chain):
+        return HubRevisionNotFoundError(
             f"revision {revision!r} does not exist in {repo_id}: check the tag, branch or commit sha "
             f"(list them with `huggingface_hub.list_repo_refs({repo_id!r})`)"
-        ) from None
-    except EntryNotFoundError:
-        raise HubFileNotFoundError(
+        )
+    # (LocalEntryNotFoundError is an EntryNotFoundError too: "not cached and the Hub did not answer")
+    if any(isinstance(e, EntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError) for e in chain):
+        return HubFileNotFoundError(
             f"{where} has no {filename or 'such file'}: is it a ticket repo? (push one with `ticket-zoo push DIR "
             f"--repo {repo_id}`)"
-        ) from None
-    except OfflineModeIsEnabled:
-        raise HubOfflineError(
-            f"offline mode is on (HF_HUB_OFFLINE=1) and {where} needs the network: set HF_HUB_OFFLINE=0"
-        ) from None
-    except HfHubHTTPError as exc:
-        status = _status(exc)
-        if status is not None and status >= 500:
-            raise HubServerError(
-                f"the Hub at {_endpoint(endpoint)} answered HTTP {status} for {where} even after retries; "
-                "try again later"
-            ) from None
-        if status in (401, 403):
-            raise HubRepoNotFoundError(
-                f"not allowed to access {repo_id} (HTTP {status}): log in with `hf auth login` or pass a token "
-                "with the needed permission"
-            ) from None
-        raise HubError(f"the Hub refused the request for {where}: {exc}") from None
-    except _transport_errors() as exc:
-        raise HubOfflineError(
-            f"cannot reach the Hub at {_endpoint(endpoint)} ({type(exc).__name__}): check your connection "
-            "and HF_ENDPOINT"
-        ) from None
+        )
+    if status in (401, 403):
+        if writing:
+            need = f"a token that may write to {repo_id} (a write token, with access to its organisation)"
+        else:
+            need = f"a token that may read {repo_id}"
+        return HubPermissionError(
+            f"{hub} refused {what} (HTTP {status}): log in with `hf auth login` or set HF_TOKEN to {need}"
+        )
+    if status == 404:
+        if "/resolve/" in _failed_request(exc):
+            return HubFileNotFoundError(
+                f"{where} has no {filename or 'such file'} ({hub} answered HTTP 404): check the repo id, revision "
+                "and file; if the repo is private, log in with `hf auth login` or set HF_TOKEN"
+            )
+        return HubRepoNotFoundError(
+            f"{hub} answered HTTP 404 for {what}: check that {repo_id!r} exists (org/name) and, if it is private, "
+            "log in with `hf auth login` or set HF_TOKEN"
+        )
+    unusable = [e for e in chain if isinstance(e, ValueError) and not isinstance(e, HfHubHTTPError)]
+    if writing and unusable:
+        # huggingface_hub's word for an answer it cannot use, e.g. "LFS batch API returned errors: ..."
+        detail = _one_line(unusable[0], 160)
+        return HubUploadError(
+            f"{hub} gave an answer that {what} cannot use ({detail}); check the repo's history, then try again"
+        )
+    if writing and _is_upload_stage(exc):
+        detail = f"HTTP {status}" if status is not None else _one_line(f"{type(exc).__name__}: {exc}", 120)
+        return HubUploadError(
+            f"uploading the files of {what} failed ({detail}) even after retries; the commit was not made: "
+            "try again later"
+        )
+    if status is not None and status >= 500:
+        return HubServerError(
+            f"{hub} answered HTTP {status} for {where} even after retries{not_cached}; try again later"
+        )
+    if any(isinstance(e, _transport_errors()) for e in chain) or local_miss:
+        return HubOfflineError(
+            f"cannot reach {hub} and {filename or 'the ticket'} of {where} is not cached: check your connection "
+            "(and HF_ENDPOINT), then try again"
+            if local_miss
+            else f"cannot reach {hub} ({type(exc).__name__}): check your connection and HF_ENDPOINT"
+        )
+    if isinstance(exc, HfHubHTTPError):
+        if writing:
+            return HubUploadError(f"{hub} refused {what} (HTTP {status}): {_server_message(exc)}")
+        return HubError(f"{hub} refused the request for {where} (HTTP {status}): {_server_message(exc)}")
+    return None
 
 
-def _with_retries(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``; on an HTTP 5xx wait ``RETRY_DELAYS`` and try again (bounded), else re-raise."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+def _server_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    message = getattr(response, "headers", {}).get("X-Error-Message") if response is not None else None
+    return _one_line(message or str(exc).split("\n")[0], 160)
 
-    for delay in (*RETRY_DELAYS, None):
+
+def _retry_delay(
+    exc: BaseException, call: Any, kind: str, server_delays: Iterator[float], once: dict[str, bool]
+) -> float | None:
+    """How long to wait before the next attempt of ``call`` after ``exc``, or None to give up.
+
+    Downloads (``kind="download"``) and idempotent API calls (``"api"``) are retried on 5xx (the
+    RETRY_DELAYS, bounded) and once on a timeout; downloads also once when cut short. A commit is retried
+    only when the commit request itself answered 5xx or 429 (the uploads before it are retried by
+    huggingface_hub, and a commit that timed out may have been made). HTTP 429 is retried while the call
+    has waits left (the transport already waited as asked)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if isinstance(exc, HubError):
+        return None
+    problem = _problem(exc, call)
+    first = RETRY_DELAYS[0] if RETRY_DELAYS else 0.0
+    if problem == "timeout" and kind != "commit" and once.pop("timeout", False):
+        return first
+    if problem in ("cut_short", "wrong_size") and kind == "download" and once.pop("cut_short", False):
+        return first
+    if problem is not None:
+        return None
+    status = _status(exc)
+    commit_request = "/commit/" in _failed_request(exc)
+    if kind == "commit" and not commit_request:
+        return None
+    if status == 429:
+        return 0.0 if call.rate_limited <= call.max_rate_limited else None
+    if status is not None and status >= 500 and not isinstance(exc, LocalEntryNotFoundError):
+        # (a LocalEntryNotFoundError means the client's own HEAD retries already failed)
+        return next(server_delays, None)
+    return None
+
+
+def _attempts(what: str, kind: str, timeout: float | None, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one Hub call ``fn(*args, **kwargs)`` under the time limit, with the retries its ``kind``
+    allows (see :func:`_retry_delay`). The final exception carries the call for :func:`_hub_errors`."""
+    from . import _hub_http
+
+    _hub_http.install()
+    call = _hub_http.Call(
+        what,
+        hub_timeout(timeout),
+        max_rate_limited=RATE_LIMIT_RETRIES,
+        max_wait=RATE_LIMIT_MAX_WAIT,
+        min_rate=MIN_TRANSFER_RATE,
+    )
+    server_delays = iter(RETRY_DELAYS)
+    once = {"timeout": True, "cut_short": True}
+    while True:
+        call.start_attempt()
         try:
-            return fn(*args, **kwargs)
-        except LocalEntryNotFoundError:
-            raise  # the client already retried its HEAD with backoff
-        except HfHubHTTPError as exc:
-            status = _status(exc)
-            if status is None or status < 500 or delay is None:
+            with _hub_http.scope(call):
+                return fn(*args, **kwargs)
+        except Exception as exc:
+            delay = _retry_delay(exc, call, kind, server_delays, once)
+            if delay is None:
+                with contextlib.suppress(AttributeError, TypeError):
+                    exc._ticket_zoo_call = call  # type: ignore[attr-defined]
                 raise
-            log.warning("%s: Hub answered HTTP %s; retrying in %.1f s", what, status, delay)
+            log.warning("%s: %s; retrying in %.1f s", what, _one_line(exc, 160), delay)
         time.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --- download --------------------------------------------------------------------------------------
+
+
+MAX_CARD_BYTES = 1024 * 1024  # a model card is a page of text; anything larger is not one
+
+
+def _read_small(pointer: Path, where: str, filename: str) -> bytes:
+    from .errors import TicketFormatError
+
+    with open(pointer, "rb") as f:
+        data = f.read(MAX_CARD_BYTES + 1)
+    if len(data) > MAX_CARD_BYTES:
+        raise TicketFormatError(f"{where}: {filename} is larger than {MAX_CARD_BYTES} bytes; not a model card")
+    return data
 
 
 def _evict(pointer: Path) -> None:
@@ -238,7 +563,21 @@ def _evict(pointer: Path) -> None:
             path.unlink()
 
 
-def _hub_digest(pointer: Path, repo_id: str, token: Any, endpoint: str | None) -> str | None:
+def _commit_of(pointer: Path, where: str) -> str:
+    """The commit a cached file belongs to (the cache layout is ``snapshots/<commit>/<file>``). The
+    commit id comes from the server's answer: refuse anything but a 40-hex sha before using it again."""
+    commit = pointer.parent.name
+    if pointer.parent.parent.name != "snapshots" or not _COMMIT_RE.fullmatch(commit):
+        raise HubError(
+            f"{where}: the Hub answered an invalid commit id {commit[:50]!r} for {pointer.name}; is HF_ENDPOINT "
+            "a Hugging Face Hub?"
+        )
+    return commit
+
+
+def _hub_digest(
+    pointer: Path, repo_id: str, token: Any, endpoint: str | None, timeout: float | None = None
+) -> str | None:
     """The digest the Hub reports for a cached file: its ETag, which is the sha256 for LFS files and the
     git blob sha1 for regular ones. The cache names blobs by it; where the cache holds copies instead
     of symlinks (no symlink support), ask the Hub for it at the cached commit (None when offline)."""
@@ -249,13 +588,29 @@ def _hub_digest(pointer: Path, repo_id: str, token: Any, endpoint: str | None) -
         return blob.name.lower()
     if constants.HF_HUB_OFFLINE:
         return None
-    url = hf_hub_url(repo_id, pointer.name, revision=pointer.parent.name, endpoint=endpoint)
-    with _hub_errors(repo_id, pointer.parent.name, pointer.name, endpoint):
-        etag = get_hf_file_metadata(url, token=token, endpoint=endpoint).etag
-    return etag.lower() if etag else None
+    commit = _commit_of(pointer, f"hf-hub:{repo_id}")
+    url = hf_hub_url(repo_id, pointer.name, revision=commit, endpoint=endpoint)
+    with _hub_errors(repo_id, commit, pointer.name, endpoint):
+        metadata = _attempts(
+            f"asking for the digest of {pointer.name} of {repo_id}@{commit[:10]}",
+            "download",
+            timeout,
+            get_hf_file_metadata,
+            url,
+            token=token,
+            endpoint=endpoint,
+        )
+    return metadata.etag.lower() if metadata.etag else None
 
 
-def _verify(pointer: Path, data: bytes, expected_sha256: str | None, etag: str | None, where: str) -> None:
+def _verify(
+    pointer: Path,
+    data: bytes,
+    expected_sha256: str | None,
+    etag: str | None,
+    where: str,
+    filename: str = TICKET_FILE,
+) -> None:
     """Check ``data`` against the Hub's own digest ``etag`` (sha256 for LFS files, git blob sha1 for
     regular ones) and against ``expected_sha256`` (a catalogue pin); evict and raise on mismatch."""
     digest = sha256_hex(data)
@@ -269,17 +624,21 @@ def _verify(pointer: Path, data: bytes, expected_sha256: str | None, etag: str |
     if problem is not None:
         _evict(pointer)  # never leave a bad file in the cache where the next load would trust it
         raise ChecksumMismatchError(
-            f"{where}: the downloaded {TICKET_FILE} has {problem}; it was corrupted in transit or the pin is "
+            f"{where}: the downloaded {filename} has {problem}; it was corrupted in transit or the pin is "
             "wrong. The bad copy was removed from the cache: try again; if it persists, check the revision"
         )
 
 
-def _download(repo_id: str, filename: str, revision: str | None, token: Any, endpoint: str | None) -> Path:
+def _download(
+    repo_id: str, filename: str, revision: str | None, token: Any, endpoint: str | None, timeout: float | None = None
+) -> Path:
     from huggingface_hub import hf_hub_download
 
     with _hub_errors(repo_id, revision, filename, endpoint):
-        path = _with_retries(
-            f"download {repo_id}/{filename}",
+        path = _attempts(
+            f"downloading {filename} of {repo_id}@{revision or 'main'}",
+            "download",
+            timeout,
             hf_hub_download,
             repo_id,
             filename,
@@ -290,17 +649,33 @@ def _download(repo_id: str, filename: str, revision: str | None, token: Any, end
     return Path(path)
 
 
-def _fetch_ticket(
-    repo_id: str, revision: str | None, where: str, sha256: str | None, token: Any, endpoint: str | None
+def _fetch(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    where: str,
+    sha256: str | None,
+    token: Any,
+    endpoint: str | None,
+    timeout: float | None = None,
 ) -> tuple[Path, bytes]:
-    """Download (or take from the cache) ``ticket.safetensors`` and verify it: (cache path, bytes).
+    """Download (or take from the cache) ``filename`` and verify it: (cache path, bytes).
 
     A catalogue pin ``sha256`` is checked when given; otherwise the digest the Hub reports (which
     costs a request only where the cache holds copies instead of symlinks)."""
-    pointer = _download(repo_id, TICKET_FILE, revision, token, endpoint)
-    data = pointer.read_bytes()
-    etag = None if sha256 is not None else _hub_digest(pointer, repo_id, token, endpoint)
-    _verify(pointer, data, sha256, etag, where)
+    from .errors import TicketFormatError
+    from .format import read_ticket_bytes
+
+    pointer = _download(repo_id, filename, revision, token, endpoint, timeout)
+    _commit_of(pointer, where)
+    try:
+        # Bounded reads: a ticket is read only once its header accounts for every byte; a card is small.
+        data = read_ticket_bytes(pointer) if filename == TICKET_FILE else _read_small(pointer, where, filename)
+    except TicketFormatError:
+        _evict(pointer)  # never leave something that is not a ticket where the next load would find it
+        raise
+    etag = None if sha256 is not None else _hub_digest(pointer, repo_id, token, endpoint, timeout)
+    _verify(pointer, data, sha256, etag, where, filename)
     return pointer, data
 
 
@@ -310,11 +685,15 @@ def load_from_hub(
     sha256: str | None = None,
     token: str | bool | None = None,
     endpoint: str | None = None,
+    timeout: float | None = None,
 ) -> Any:
     """Download (or take from the HF cache) ``ticket.safetensors`` of ``org/name[@revision]``, verify it, read it.
 
     The revision may be a branch, a tag or a commit sha; a pinned one gives exactly that version.
     ``sha256`` (a catalogue pin) is checked when given, else the digest the Hub reports.
+    ``timeout`` (seconds; default ``$TICKET_ZOO_HUB_TIMEOUT`` or 60) bounds each Hub call; a timed-out
+    or cut-short download is retried once, then raises :class:`~ticket_zoo.errors.HubTimeoutError` /
+    :class:`~ticket_zoo.errors.ChecksumMismatchError`.
     The ticket's ``meta["hub"]`` records ``repo_id``, ``revision`` and the resolved ``commit``.
 
     Example:
@@ -326,10 +705,9 @@ def load_from_hub(
 
     repo_id, revision = parse_spec(spec)
     where = f"hf-hub:{repo_id}@{revision or 'main'}"
-    pointer, data = _fetch_ticket(repo_id, revision, where, sha256, token, endpoint)
+    pointer, data = _fetch(repo_id, TICKET_FILE, revision, where, sha256, token, endpoint, timeout)
     ticket = ticket_from_bytes(data, source=where)
-    # The cache layout is snapshots/<commit>/<file>: the commit the revision resolved to.
-    ticket.meta["hub"] = {"repo_id": repo_id, "revision": revision or "main", "commit": pointer.parent.name}
+    ticket.meta["hub"] = {"repo_id": repo_id, "revision": revision or "main", "commit": _commit_of(pointer, where)}
     return ticket
 
 
@@ -339,12 +717,17 @@ def pull(
     *,
     token: str | bool | None = None,
     endpoint: str | None = None,
+    force: bool = False,
+    timeout: float | None = None,
 ) -> Path:
     """Fetch a ticket directory (``ticket.safetensors`` + ``README.md``) for a catalogue name or a Hub spec.
 
-    Hub tickets are verified like :func:`load_from_hub`. Without ``local_dir`` a Hub ticket stays in the
-    HF cache and its snapshot directory is returned; catalogue tickets embedded in the package are
-    written to ``local_dir`` (default ``./NAME``).
+    Hub tickets and their cards are verified like :func:`load_from_hub` (each file against the digest the
+    Hub reports, the ticket also against a catalogue pin). Without ``local_dir`` a Hub ticket stays in
+    the HF cache and its snapshot directory is returned; catalogue tickets embedded in the package are
+    written to ``local_dir`` (default ``./NAME``). A ``local_dir`` that already holds a different
+    ``ticket.safetensors`` is refused (:class:`~ticket_zoo.errors.OutputDirError`) unless ``force``;
+    the same bytes again are fine.
 
     Example:
         >>> pull("hf-hub:me/lenet-digits@v1", "tickets/lenet")  # doctest: +SKIP
@@ -354,14 +737,42 @@ def pull(
     if not text.startswith("hf-hub:") and "/" not in text:
         from . import zoo
         from .api import save
+        from .format import ticket_to_bytes
 
         entry = zoo.info(text)
         if entry["location"] == "hub":
             spec_at = f"{entry['repo_id']}@{entry['revision']}"
-            return _pull_hub(spec_at, local_dir, token=token, endpoint=endpoint, sha256=entry["sha256"])
+            return _pull_hub(
+                spec_at, local_dir, token=token, endpoint=endpoint, sha256=entry["sha256"], force=force, timeout=timeout
+            )
         ticket = zoo.load_named(text)  # embedded (verified) or raises TicketNotPublishedError
-        return save(ticket, Path(local_dir) if local_dir is not None else Path(text), name=text)
-    return _pull_hub(text, local_dir, token=token, endpoint=endpoint)
+        out = prepare_out_dir(local_dir if local_dir is not None else text)
+        _check_replace(out, ticket_to_bytes(ticket), force, f"catalogue:{text}")
+        return save(ticket, out, name=text)
+    return _pull_hub(text, local_dir, token=token, endpoint=endpoint, force=force, timeout=timeout)
+
+
+def _check_replace(out: Path, data: bytes, force: bool, source: str) -> None:
+    """Refuse to overwrite a different ticket already in ``out`` (unless ``force``)."""
+    existing = out / TICKET_FILE
+    if force or not existing.is_file():
+        return
+    try:
+        old = existing.read_bytes()
+    except OSError:
+        return  # unreadable: writing will say what is wrong
+    if old == data:
+        return
+    what = f"sha256 {sha256_hex(old)[:12]}"
+    with contextlib.suppress(Exception):
+        from .format import ticket_from_bytes
+
+        ticket = ticket_from_bytes(old, source=str(existing))
+        what = f"{ticket.name or ticket.arch} ({100 * ticket.density:.1f}% remaining, {what})"
+    raise OutputDirError(
+        f"--out {out} already holds a different ticket, {what}; {source} has sha256 {sha256_hex(data)[:12]}. "
+        "Choose another folder, or pass --force (force=True) to replace it"
+    )
 
 
 def _pull_hub(
@@ -371,28 +782,29 @@ def _pull_hub(
     token: Any,
     endpoint: str | None,
     sha256: str | None = None,
+    force: bool = False,
+    timeout: float | None = None,
 ) -> Path:
     from .format import ticket_from_bytes
 
     repo_id, revision = parse_spec(spec)
     where = f"hf-hub:{repo_id}@{revision or 'main'}"
-    pointer, data = _fetch_ticket(repo_id, revision, where, sha256, token, endpoint)
+    out = prepare_out_dir(local_dir) if local_dir is not None else None  # before any download: fail fast
+    pointer, data = _fetch(repo_id, TICKET_FILE, revision, where, sha256, token, endpoint, timeout)
     ticket_from_bytes(data, source=where)  # refuse to hand over something that is not a valid ticket
-    commit = pointer.parent.name
-    card: Path | None
+    commit = _commit_of(pointer, where)
+    card: bytes | None
     try:
-        # the same commit as the ticket, so the two files always belong together
-        card = _download(repo_id, CARD_FILE, commit, token, endpoint)
+        # the same commit as the ticket, so the two files always belong together; verified the same way
+        card = _fetch(repo_id, CARD_FILE, commit, where, None, token, endpoint, timeout)[1]
     except HubFileNotFoundError:
         card = None
-    if local_dir is None:
+    if out is None:
         return pointer.parent
-    out = Path(local_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
+    _check_replace(out, data, force, where)
     atomic_write_bytes(out / TICKET_FILE, data)
     if card is not None:
-        atomic_write_bytes(out / CARD_FILE, card.read_bytes())
+        atomic_write_bytes(out / CARD_FILE, card)
     return out
 
 
@@ -450,6 +862,7 @@ def push(
     token: str | None = None,
     endpoint: str | None = None,
     tag: str | None = None,
+    timeout: float | None = None,
 ) -> str:
     """Upload a ticket (a :class:`~ticket_zoo.Ticket` or a ticket directory) to a Hub repo; return the commit sha.
 
@@ -459,26 +872,52 @@ def push(
     from main if new). Pushing unchanged files makes no commit and returns the current head. ``tag``
     also tags the commit (pin it in a catalogue with the returned sha or the tag).
 
+    Each Hub call is bounded by ``timeout`` seconds (default ``$TICKET_ZOO_HUB_TIMEOUT`` or 60, plus 1 s
+    per 100 kB uploaded). A commit is retried only when the Hub answers it with 5xx or 429 (never after a
+    timeout: it may have been made); failures raise one ``HubError`` subclass each
+    (``HubUploadError``, ``HubPermissionError``, ``HubRateLimitedError``, ``HubTimeoutError``, ...).
+
     Example:
         >>> sha = push("runs/digits/level_05", "me/lenet-digits-33pct", tag="v1")  # doctest: +SKIP
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
     repo_id, at = parse_spec(repo_id)
+    if revision is not None:
+        validate_revision(revision)
+    if tag is not None:
+        validate_revision(tag, "tag")
     if at is not None:
         if revision is not None and revision != at:
             raise ConfigError(f"two revisions given: {repo_id}@{at} and revision={revision!r}; give one")
         revision = at
     branch = revision or "main"
+    hub_timeout(timeout)  # a bad limit fails before anything is staged or sent
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="ticket_zoo_push_") as tmp:
         files = _stage(ticket_or_dir, repo_id, Path(tmp))
         message = commit_message or f"Upload ticket ({', '.join(sorted(files))}) with ticket-zoo"
-        with _hub_errors(repo_id, branch, endpoint=endpoint):
-            url = _with_retries(f"create {repo_id}", api.create_repo, repo_id, private=private, exist_ok=True)
+        with _hub_errors(repo_id, branch, endpoint=endpoint, writing=True):
+            url = _attempts(
+                f"creating {repo_id} on the Hub",
+                "api",
+                timeout,
+                api.create_repo,
+                repo_id,
+                private=private,
+                exist_ok=True,
+            )
             repo_id = url.repo_id  # "name" without an org becomes the token owner's
             if branch != "main":
-                _with_retries(f"branch {branch}", api.create_branch, repo_id, branch=branch, exist_ok=True)
+                _attempts(
+                    f"creating branch {branch} of {repo_id}",
+                    "api",
+                    timeout,
+                    api.create_branch,
+                    repo_id,
+                    branch=branch,
+                    exist_ok=True,
+                )
 
             def commit() -> Any:
                 # fresh operations each attempt: they carry upload state from the previous one
@@ -488,22 +927,28 @@ def push(
                 ]
                 return api.create_commit(repo_id, operations=ops, commit_message=message, revision=branch)
 
-            info = _with_retries(f"commit to {repo_id}", commit)
-            sha = info.oid
+            info = _attempts(f"the commit to {repo_id}@{branch}", "commit", timeout, commit)
+            sha = str(info.oid)
+            if not _COMMIT_RE.fullmatch(sha):
+                raise HubError(
+                    f"the Hub at {_endpoint(endpoint)} answered the commit to {repo_id} with an invalid commit id "
+                    f"{sha[:50]!r}; is HF_ENDPOINT a Hugging Face Hub?"
+                )
             if tag:
-                _tag(api, repo_id, tag, sha)
+                _tag(api, repo_id, tag, sha, timeout)
     return sha
 
 
-def _tag(api: Any, repo_id: str, tag: str, sha: str) -> None:
+def _tag(api: Any, repo_id: str, tag: str, sha: str, timeout: float | None = None) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        api.create_tag(repo_id, tag=tag, revision=sha)
+        _attempts(f"tagging {repo_id}@{sha[:10]} as {tag}", "api", timeout, api.create_tag, repo_id, tag=tag, revision=sha)
     except HfHubHTTPError as exc:
         if _status(exc) != 409:
             raise
-        current = {t.name: t.target_commit for t in api.list_repo_refs(repo_id).tags}.get(tag)
+        refs = _attempts(f"listing the tags of {repo_id}", "api", timeout, api.list_repo_refs, repo_id)
+        current = {t.name: t.target_commit for t in refs.tags}.get(tag)
         if current != sha:
             raise HubError(
                 f"tag {tag!r} of {repo_id} already points at {current}, not at the pushed commit {sha}; "
@@ -514,21 +959,38 @@ def _tag(api: Any, repo_id: str, tag: str, sha: str) -> None:
 # --- CLI -------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _progress_bars_closed_on_error() -> Iterator[None]:
+    """huggingface_hub leaves an upload/download progress bar open when the transfer fails, and the
+    error line would then be glued to it: close (finish the line of) any open bar first."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            from tqdm import tqdm
+
+            for bar in list(getattr(tqdm, "_instances", ())):
+                bar.close()
+        raise
+
+
 def _cli_pull(args: argparse.Namespace) -> int:
-    path = pull(args.spec, args.out)
+    with _progress_bars_closed_on_error():
+        path = pull(args.spec, args.out, force=args.force)
     print(path)
     return 0
 
 
 def _cli_push(args: argparse.Namespace) -> int:
-    sha = push(
-        args.dir,
-        args.repo,
-        revision=args.revision,
-        private=args.private,
-        commit_message=args.message,
-        tag=args.tag,
-    )
+    with _progress_bars_closed_on_error():
+        sha = push(
+            args.dir,
+            args.repo,
+            revision=args.revision,
+            private=args.private,
+            commit_message=args.message,
+            tag=args.tag,
+        )
     print(f"pushed {args.dir} to {args.repo} at commit {sha}")
     print(f"load it with: ticket_zoo.load('hf-hub:{args.repo}@{sha}')")
     return 0
@@ -547,10 +1009,17 @@ def register_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "pull",
         help="download a ticket (catalogue name or hf-hub:org/name[@rev]) into a directory",
-        description="Fetch ticket.safetensors and README.md, verified by sha256, into --out (or print the HF cache path).",
+        description=(
+            "Fetch ticket.safetensors and README.md, each verified against the digest the Hub reports (and the "
+            "ticket against the catalogue's sha256 pin), into --out (or print the HF cache path). Each Hub call "
+            "is limited to $TICKET_ZOO_HUB_TIMEOUT seconds (default 60)."
+        ),
     )
     p.add_argument("spec", metavar="NAME|hf-hub:ORG/NAME[@REV]")
     p.add_argument("--out", metavar="DIR", help="directory to write the ticket into")
+    p.add_argument(
+        "--force", action="store_true", help="replace a different ticket.safetensors already in --out"
+    )
     p.set_defaults(func=_cli_pull)
 
     p = subparsers.add_parser(

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ._io import atomic_write_bytes, atomic_write_text
+from ._io import atomic_write_bytes, atomic_write_text, os_reason, prepare_out_dir
 from .errors import ConfigError
 
 __all__ = [
@@ -130,10 +130,12 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ConfigError(
             f"no results file at {path}; run `ticket-zoo transfer` to produce it, or pass the right OUT folder"
         ) from None
+    except OSError as exc:  # a directory of that name, no permission, an I/O error
+        raise ConfigError(f"cannot read the results file {path} ({os_reason(exc)})") from None
     # Bytes, not text: a killed writer can cut a multi-byte character in half.
     lines = [(i + 1, raw) for i, raw in enumerate(data.split(b"\n")) if raw.strip()]
     rows: list[dict[str, Any]] = []
@@ -539,6 +541,8 @@ def build_report(
     if not out.is_dir():
         raise ConfigError(f"{out} is not a folder; pass the OUT folder the transfer run wrote to")
     rows = read_results(out / results_name)
+    # report.csv/json/png go beside the results: a read-only or virtual folder is one clear line.
+    prepare_out_dir(out, what="report folder")
     if not rows:
         raise ConfigError(
             f"{out / results_name} holds no results yet; run or resume `ticket-zoo transfer` first"

@@ -11,6 +11,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,23 +20,180 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import TicketFormatError, UnknownArchitectureError, did_you_mean
+from .errors import ConfigError, TicketFormatError, UnknownArchitectureError, did_you_mean, shorten
 from .masks import layer_densities, overall_density
+
+# --- what a ticket may ask timm to build -----------------------------------------------------------
+#
+# arch_kwargs come from ticket files and recipes, i.e. from strangers. Some timm arguments load files
+# or weights (pretrained, pretrained_cfg[_overlay], checkpoint_path, cache_dir, ...) and would make
+# reading a ticket unpickle an arbitrary path. So arch_kwargs is an allow-list of constructor
+# arguments that only shape the network, with plain scalar values (or a short list of ints such as
+# img_size [h, w]); create_model itself enforces it, so every path (file, recipe, API) is covered.
+
+ALLOWED_ARCH_KWARGS = frozenset(
+    {
+        # what every timm classifier and the paper networks (models.py) take
+        "num_classes",
+        "in_chans",
+        "img_size",
+        "global_pool",
+        # regularisation rates
+        "drop_rate",
+        "drop_path_rate",
+        "drop_block_rate",
+        "proj_drop_rate",
+        "attn_drop_rate",
+        "pos_drop_rate",
+        "patch_drop_rate",
+        # width / depth / layout knobs of common timm families (VGG, ResNet, ViT); they only size layers
+        "mlp_ratio",
+        "output_stride",
+        "cardinality",
+        "base_width",
+        "stem_width",
+        "stem_type",
+        "avg_down",
+        "down_kernel_size",
+        "block_reduce_first",
+        "replace_stem_pool",
+        "zero_init_last",
+        "patch_size",
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "qkv_bias",
+        "qk_norm",
+        "init_values",
+        "class_token",
+        "reg_tokens",
+        "no_embed_class",
+        "pre_norm",
+        "fc_norm",
+        "dynamic_img_size",
+        "dynamic_img_pad",
+    }
+)
+# Named in the error message: these would load files, weights or change what timm returns.
+_LOADING_ARCH_KWARGS = frozenset(
+    {
+        "pretrained",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "pretrained_strict",
+        "checkpoint_path",
+        "cache_dir",
+        "features_only",
+        "out_indices",
+        "feature_cfg",
+    }
+)
+MAX_ARCH_NAME = 128
+MAX_ARCH_KWARG_STR = 64
+MAX_ARCH_KWARG_LIST = 4
+MAX_ARCH_KWARG_INT = 2**31 - 1
+# timm names: "resnet18", "vgg19_cifar", "resnet50.a1_in1k"; never "hf-hub:..." or a path.
+_ARCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_KWARG_STR_RE = re.compile(r"[A-Za-z0-9_.\-]*")
+
+
+def check_arch(arch: Any, *, error: type[Exception] = ConfigError) -> str:
+    """Return ``arch`` if it is a plausible timm model name (short, no ``hf-hub:``, no path), else raise ``error``.
+
+    Example:
+        >>> check_arch("resnet18")
+        'resnet18'
+    """
+    if not isinstance(arch, str) or len(arch) > MAX_ARCH_NAME or not _ARCH_RE.fullmatch(arch):
+        raise error(
+            f"arch must be a timm model name (letters, digits, '_', '.', '-'; at most {MAX_ARCH_NAME} "
+            f"characters), got {shorten(repr(arch))}"
+        )
+    return arch
+
+
+def _check_kwarg_value(key: str, value: Any) -> str | None:
+    """What is wrong with one arch_kwargs value, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return (
+            None
+            if abs(value) <= MAX_ARCH_KWARG_INT
+            else f"integer out of range (|x| <= {MAX_ARCH_KWARG_INT})"
+        )
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, str):
+        if len(value) > MAX_ARCH_KWARG_STR or not _KWARG_STR_RE.fullmatch(value):
+            return f"strings must be at most {MAX_ARCH_KWARG_STR} letters, digits, '_', '.' or '-'"
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_ARCH_KWARG_LIST or not all(
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_ARCH_KWARG_INT for v in value
+        ):
+            return f"a list must hold at most {MAX_ARCH_KWARG_LIST} integers (like img_size [h, w])"
+        return None
+    return "must be a number, a bool, a short string, null or a short list of integers"
+
+
+def check_arch_kwargs(arch_kwargs: Any, *, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """Return ``arch_kwargs`` as a dict if every key is in :data:`ALLOWED_ARCH_KWARGS` with a plain value.
+
+    Anything that could make timm load a file or weights (``pretrained``, ``checkpoint_path``,
+    ``pretrained_cfg``, ...), nested containers and unknown keys raise ``error`` (:class:`ConfigError`
+    for recipes and the API; the file reader passes :class:`TicketFormatError`).
+
+    Example:
+        >>> check_arch_kwargs({"num_classes": 10, "img_size": [8, 8]})
+        {'num_classes': 10, 'img_size': [8, 8]}
+        >>> check_arch_kwargs({"checkpoint_path": "/tmp/x.pth"})
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: arch_kwargs: 'checkpoint_path' is not allowed: it could load files or weights; a ticket builds its architecture from scratch (allowed: num_classes, in_chans, img_size, global_pool, drop_rate, ...: see ticket_zoo.ticket.ALLOWED_ARCH_KWARGS)
+    """
+    if not isinstance(arch_kwargs, Mapping):
+        raise error(f"arch_kwargs must be a mapping of keyword arguments, got {shorten(arch_kwargs)}")
+    allowed = "num_classes, in_chans, img_size, global_pool, drop_rate, ...: see ticket_zoo.ticket.ALLOWED_ARCH_KWARGS"
+    for key, value in arch_kwargs.items():
+        if key in _LOADING_ARCH_KWARGS:
+            raise error(
+                f"arch_kwargs: {key!r} is not allowed: it could load files or weights; a ticket builds its "
+                f"architecture from scratch (allowed: {allowed})"
+            )
+        if not isinstance(key, str) or key not in ALLOWED_ARCH_KWARGS:
+            hint = did_you_mean(key, ALLOWED_ARCH_KWARGS) if isinstance(key, str) and len(key) <= 64 else ""
+            raise error(
+                f"arch_kwargs: {shorten(repr(key))} is not an allowed constructor argument{hint} "
+                f"(allowed: {allowed})"
+            )
+        problem = _check_kwarg_value(key, value)
+        if problem is not None:
+            raise error(f"arch_kwargs.{key} = {shorten(repr(value))}: {problem}")
+    for key in ("num_classes", "in_chans"):
+        value = arch_kwargs.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise error(f"arch_kwargs.{key} must be a non-negative integer, got {shorten(repr(value))}")
+    return dict(arch_kwargs)
 
 
 def create_model(
     arch: str, arch_kwargs: Mapping[str, Any], *, device: str | torch.device | None = None
 ) -> nn.Module:
-    """``timm.create_model`` with the paper architectures registered and a clear error for unknown names."""
+    """``timm.create_model`` with the paper architectures registered and a clear error for unknown names.
+
+    ``arch_kwargs`` must pass :func:`check_arch_kwargs` (raises :class:`ConfigError`): nothing a
+    ticket or recipe says can make timm load a file or weights.
+    """
     import timm
 
     from . import models  # noqa: F401  (registers the paper architectures into timm)
 
+    check_arch(arch)
+    kwargs = check_arch_kwargs(arch_kwargs)
     if not timm.is_model(arch):
         hint = did_you_mean(arch, timm.list_models(), n=3) or " (see timm.list_models())"
         raise UnknownArchitectureError(f"unknown architecture {arch!r}{hint}")
-    kwargs = dict(arch_kwargs)
-    kwargs.pop("pretrained", None)
     if device is not None:
         with torch.device(device):
             return timm.create_model(arch, pretrained=False, **kwargs)
@@ -65,6 +224,8 @@ class Ticket:
     def __post_init__(self) -> None:
         if "num_classes" not in self.arch_kwargs:
             raise TicketFormatError("arch_kwargs must include the source 'num_classes'")
+        check_arch(self.arch)
+        check_arch_kwargs(self.arch_kwargs)
         for name, mask in self.masks.items():
             if mask.dtype != torch.bool:
                 raise TicketFormatError(f"mask {name!r} must be bool, got {mask.dtype}")

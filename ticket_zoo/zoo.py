@@ -37,8 +37,9 @@ from .errors import (
     ConfigError,
     TicketNotFoundError,
     TicketNotPublishedError,
+    shorten,
 )
-from .hub import sha256_hex
+from .hub import sha256_hex, validate_revision
 
 __all__ = [
     "CARDS_ENV",
@@ -67,6 +68,11 @@ TEMPLATE_FILE = "_template.md"
 # huggingface_hub.repocard.REGEX_YAML_BLOCK (same front-matter rule as model cards on the Hub)
 _YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 FIELDS = ("name", "arch", "source", "dataset", "density", "source_accuracy", "recipe")
+# A card is a short markdown file read on every first lookup and printed by `ticket-zoo info`: bound it.
+MAX_CARD_BYTES = 256 * 1024
+MAX_CARD_DEPTH = 16  # nesting of the YAML front matter (model-index is 5 deep)
+MAX_CARD_TEXT = 200  # characters in a text field (arch, source, dataset, recipe, repo_id, embedded)
+_CARD_TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]+")  # one printable line
 
 
 # --- where things are ------------------------------------------------------------------------------
@@ -129,7 +135,7 @@ def validate_name(name: str) -> str:
         or not NAME_RE.fullmatch(name)
     ):
         raise TicketNotFoundError(
-            f"{name!r} is not a catalogue name: names look like vgg19-imagenet-20pct ({{arch}}-{{source}}-{{pct}}pct, "
+            f"{shorten(repr(name))} is not a catalogue name: names look like vgg19-imagenet-20pct ({{arch}}-{{source}}-{{pct}}pct, "
             "lowercase); for a file or directory give its path"
         )
     return name
@@ -155,12 +161,61 @@ _CACHE: dict[str, tuple[tuple, dict[str, dict[str, Any]]]] = {}
 
 def _front_matter_of(path: Path) -> dict[str, Any] | None:
     """The YAML front matter of a card (the block huggingface_hub's ``metadata_load`` reads), parsed
-    with libyaml when available: the whole catalogue is read on every first lookup."""
-    match = _YAML_BLOCK.search(path.read_text(encoding="utf-8-sig"))
+    with libyaml when available: the whole catalogue is read on every first lookup.
+
+    Bounded before anything is built: the file size (:data:`MAX_CARD_BYTES`), no YAML aliases (an
+    "billion laughs" alias bomb expands a few hundred bytes into gigabytes) and a nesting depth of at
+    most :data:`MAX_CARD_DEPTH` (checked on the event stream, which libyaml produces iteratively; the
+    recursive composer would crash on very deep input). Raises :class:`ConfigError` or ``yaml.YAMLError``.
+    """
+    where = f"catalogue card {path}"
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CARD_BYTES + 1)
+    if len(raw) > MAX_CARD_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_CARD_BYTES} bytes; a card is a short markdown file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text ({shorten(str(exc))})") from None
+    match = _YAML_BLOCK.search(text)
     if match is None:
         return None
-    meta = yaml.load(match.group(2), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = 0
+    for event in yaml.parse(match.group(2), Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(
+                f"{where}: the front matter uses a YAML alias (*{shorten(event.anchor, 40)}); cards may not use "
+                "anchors and aliases"
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CARD_DEPTH:
+                raise ConfigError(
+                    f"{where}: the front matter is nested more than {MAX_CARD_DEPTH} levels deep"
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    try:
+        meta = yaml.load(match.group(2), Loader=loader)
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(
+            f"{where}: front matter holds a value YAML cannot load ({shorten(str(exc))})"
+        ) from None
     return meta if isinstance(meta, dict) else None
+
+
+def _card_text(meta: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    """A one-line text field of at most :data:`MAX_CARD_TEXT` characters (None allowed when not required)."""
+    value = meta.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not _CARD_TEXT_RE.fullmatch(value) or len(value) > MAX_CARD_TEXT:
+        raise ConfigError(
+            f"{where}: field {key!r} must be a non-empty one-line string of at most {MAX_CARD_TEXT} characters, "
+            f"got {shorten(repr(value))}"
+        )
+    return value
 
 
 def _parse_card(path: Path) -> dict[str, Any]:
@@ -168,20 +223,37 @@ def _parse_card(path: Path) -> dict[str, Any]:
     try:
         meta = _front_matter_of(path)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: front matter is not valid YAML ({exc})") from None
+        raise ConfigError(f"{where}: front matter is not valid YAML ({shorten(str(exc), 200)})") from None
     if not isinstance(meta, dict):
         raise ConfigError(f"{where}: no YAML front matter (start the file with '---')")
     name = meta.get("name")
     if name != path.stem:
-        raise ConfigError(f"{where}: 'name' is {name!r} but the file is {path.name}; they must agree")
+        raise ConfigError(
+            f"{where}: 'name' is {shorten(repr(name))} but the file is {path.name}; they must agree"
+        )
     validate_name(name)
     for key in ("arch", "source", "recipe"):
-        if not isinstance(meta.get(key), str) or not meta[key]:
-            raise ConfigError(f"{where}: field {key!r} must be a non-empty string")
+        _card_text(meta, key, where)
+    recipe = meta["recipe"]  # `ticket-zoo info` reads it (under the repo) to say which level to publish
+    parts = re.split(r"[/\\]", recipe)
+    if recipe.startswith(("/", "\\")) or ".." in parts or not recipe.endswith((".yaml", ".yml")):
+        raise ConfigError(
+            f"{where}: 'recipe' must be a relative path to a .yaml file without '..', like "
+            f"recipes/conv4-cifar10.yaml, got {shorten(repr(recipe))}"
+        )
+    _card_text(meta, "dataset", where, required=False)
     density = meta.get("density")
     if not isinstance(density, (int, float)) or isinstance(density, bool) or not 0 < density <= 1:
         raise ConfigError(
-            f"{where}: 'density' must be the fraction of weights remaining in (0, 1], got {density!r}"
+            f"{where}: 'density' must be the fraction of weights remaining in (0, 1], got {shorten(repr(density))}"
+        )
+    accuracy = meta.get("source_accuracy")  # `ticket-zoo list` formats it as a number
+    if accuracy is not None and (
+        isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 100
+    ):
+        raise ConfigError(
+            f"{where}: 'source_accuracy' must be null or the source accuracy in percent, a number in [0, 100], "
+            f"got {shorten(repr(accuracy))}"
         )
     entry: dict[str, Any] = {k: meta.get(k) for k in FIELDS}
     entry["dataset"] = entry["dataset"] or entry["source"]
@@ -201,14 +273,26 @@ def _parse_card(path: Path) -> dict[str, Any]:
     if has_hub:
         repo_id, revision = meta.get("repo_id"), meta.get("revision")
         if not isinstance(repo_id, str) or repo_id.count("/") != 1:
-            raise ConfigError(f"{where}: 'repo_id' must be org/name, got {repo_id!r}")
+            raise ConfigError(f"{where}: 'repo_id' must be org/name, got {shorten(repr(repo_id))}")
+        _card_text(meta, "repo_id", where)
         if not isinstance(revision, str) or not revision:
             raise ConfigError(f"{where}: a Hub entry needs a pinned 'revision' (commit sha or tag)")
+        try:
+            validate_revision(revision)  # it becomes a path in the HF cache (refs/<revision>)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         entry.update(location="hub", published=True, repo_id=repo_id, revision=revision)
     elif has_embedded:
         file = meta.get("embedded")
-        if not isinstance(file, str) or not _EMBEDDED_RE.fullmatch(file) or ".." in file:
-            raise ConfigError(f"{where}: 'embedded' must be a file name like NAME.safetensors, got {file!r}")
+        if (
+            not isinstance(file, str)
+            or not _EMBEDDED_RE.fullmatch(file)
+            or ".." in file
+            or len(file) > MAX_CARD_TEXT
+        ):
+            raise ConfigError(
+                f"{where}: 'embedded' must be a file name like NAME.safetensors, got {shorten(repr(file))}"
+            )
         entry.update(location="embedded", published=True, embedded=file)
     else:
         if meta.get("published") is not False:
@@ -293,7 +377,9 @@ def info(name: str, *, cards_dir: str | os.PathLike | None = None) -> dict[str, 
     except TicketNotFoundError as exc:
         raise TicketNotFoundError(f"{exc}{hint()}") from None
     if name not in entries:
-        raise TicketNotFoundError(f"no catalogue entry {name!r}{hint()} (`ticket-zoo list` shows them all)")
+        raise TicketNotFoundError(
+            f"no catalogue entry {shorten(repr(name))}{hint()} (`ticket-zoo list` shows them all)"
+        )
     return dict(entries[name])
 
 
@@ -552,7 +638,8 @@ def _cli_list(args: argparse.Namespace) -> int:
     width = max(len(e["name"]) for e in rows)
     print(f"{'name':<{width}}  {'density':>8}  {'src acc':>7}  where")
     for e in rows:
-        acc = "-" if e["source_accuracy"] is None else f"{e['source_accuracy']:.2f}"
+        acc = e["source_accuracy"]  # a number or None: _parse_card checked it
+        acc = f"{acc:.2f}" if isinstance(acc, (int, float)) and not isinstance(acc, bool) else "-"
         print(f"{e['name']:<{width}}  {100 * e['density']:>7.2f}%  {acc:>7}  {_where(e)}")
     return 0
 
