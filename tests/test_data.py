@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -238,8 +239,24 @@ def test_registry_entries():
         assert s.train_split == "train" and s.val_split is None
         assert len(s.mean) == len(s.std) == size[0] and all(v > 0 for v in s.std)
     places = D.get_spec("places365")
-    assert places.num_classes == 365 and places.streaming and places.input_size == (3, 224, 224)
-    assert D.get_spec("imagenet").streaming and not D.get_spec("cifar10").streaming
+    assert places.num_classes == 365 and places.input_size == (3, 224, 224)
+    # Photo sets are map-style (memory-mapped, decoded per item): training needs a length and the
+    # batch of step s by index (resume, late resetting); streaming stays available on request.
+    for name in ("imagenet", "places365"):
+        spec = D.get_spec(name)
+        assert not spec.streaming and spec.image_pipeline == "timm", name
+    assert not D.get_spec("cifar10").streaming and D.get_spec("cifar10").image_pipeline != "timm"
+
+
+def test_paper_scale_recipes_validate_and_take_the_timm_pipeline():
+    from ticket_zoo.find import FindConfig
+
+    for recipe in ("vgg19-imagenet", "resnet50-imagenet", "vgg19-places365", "resnet50-places365"):
+        cfg = FindConfig.from_yaml(Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml")
+        cfg.validate()
+        spec = D.get_spec(cfg.dataset)
+        assert spec.image_pipeline == "timm" and not spec.streaming, recipe
+        assert cfg.train.augment == "none", recipe  # the crops come from timm's pipeline, not twice
 
 
 def test_load_dataset_kwargs_for_hub_entries():

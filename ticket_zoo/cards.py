@@ -75,6 +75,33 @@ def card_data(ticket: Ticket, name: str | None = None) -> ModelCardData:
     return data
 
 
+def _data_config_section(cfg: Any, load_target: str) -> str:
+    """The "Data config" section (timm's input pipeline the source was trained with), or "" without one."""
+    if not isinstance(cfg, dict) or not cfg.get("input_size"):
+        return ""
+
+    def nums(key: str) -> str:
+        values = cfg.get(key)
+        return ", ".join(f"{float(v):g}" for v in values) if isinstance(values, (list, tuple)) else "?"
+
+    size = "×".join(str(v) for v in cfg["input_size"])
+    return f"""
+## Data config
+
+The source images went through timm's pipeline (train: random-resized-crop + flip; eval: resize
+and center crop by `crop_pct`). Feed the network the same way:
+
+| input size | mean | std | interpolation | crop_pct |
+|---|---|---|---|---|
+| {size} | {nums("mean")} | {nums("std")} | {cfg.get("interpolation", "?")} | {cfg.get("crop_pct", "?")} |
+
+```python
+import timm.data
+transform = timm.data.create_transform(**tz.load("{load_target}").meta["data_config"])  # eval transform
+```
+"""
+
+
 def render_card(ticket: Ticket, name: str | None = None, repo_id: str | None = None) -> ModelCard:
     """Render the full model card for ``ticket``.
 
@@ -100,6 +127,7 @@ def render_card(ticket: Ticket, name: str | None = None, repo_id: str | None = N
         else "_not recorded_"
     )
     versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
+    data_section = _data_config_section(meta.get("data_config"), load_target)
     body = f"""
 # {name}
 
@@ -116,7 +144,7 @@ It keeps **{_fmt_pct(ticket.density)}** of its prunable weights
 import ticket_zoo as tz
 model = tz.load("{load_target}").build(num_classes=10)  # fresh head for your task, masks applied
 ```
-
+{data_section}
 ## Transfer it
 
 ```bash

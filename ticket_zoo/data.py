@@ -10,11 +10,20 @@ Design choices:
 
 * The validation split is always carved from train with the ``seed`` argument (stratified for
   map-style data), so model selection never sees test.
-* Sets that fit (at most 200 000 examples and a few GiB as float32) are decoded and transformed
-  once into one tensor (:class:`ImageTensorDataset`); bigger ones decode lazily per item;
-  streaming sets (imagenet, places365) decode on the fly in a torch ``IterableDataset``.
-* Augmentation is not applied here: the training loop calls :func:`augment_batch` on whole
-  batches with its own seeded generator, which keeps resume exact.
+* Two image pipelines. Small-image sets (MNIST, CIFAR, SVHN, digits, local data no larger than
+  the input) are resized to the input size; sets that fit (at most 200 000 examples and a few GiB
+  as float32) are decoded and transformed once into one tensor (:class:`ImageTensorDataset`),
+  bigger ones decode lazily per item. Photo sets (imagenet, places365, local data with images
+  larger than the input or of mixed sizes) go through timm's pipeline, decoded per item (in
+  DataLoader workers when there are any), never held in memory: train gets
+  ``timm.data.create_transform(is_training=True)`` (random-resized-crop + horizontal flip), val and
+  test timm's eval transform (resize the short side to ``size / crop_pct``, center crop), with the
+  config of :func:`data_config` (recorded in :attr:`Splits.data_config` and in every ticket's meta).
+  A training view is a pure function of (seed, batch, example): same seed, same views, whatever
+  the number of workers and across resumes.
+* Streaming sets (imagenet, places365 by default) decode on the fly in a torch ``IterableDataset``.
+* Augmentation of small-image sets is not applied here: the training loop calls
+  :func:`augment_batch` on whole batches with its own seeded generator, which keeps resume exact.
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ from __future__ import annotations
 import difflib
 import functools
 import glob as globlib
+import hashlib
+import math
 import os
+import random
 import re
 import warnings
 import zlib
@@ -44,6 +56,7 @@ __all__ = [
     "ImageTensorDataset",
     "Splits",
     "augment_batch",
+    "data_config",
     "digits_dataset",
     "get_spec",
     "list_datasets",
@@ -60,6 +73,16 @@ _AUGMENTS = ("cifar", "none")
 _LOCAL_PREFIXES = ("imagefolder:", "parquet:")
 # Examples read to estimate mean/std of local (imagefolder / parquet) data.
 _LOCAL_STATS_SAMPLES = 512
+# Image pipelines: "tensor" (resize to the input, small images), "timm" (timm's random-resized-crop
+# train / resize + center-crop eval transforms, decoded per item), "auto" (local data: "timm" when
+# its images are larger than the input size).
+_PIPELINES = ("tensor", "timm", "auto")
+# The standard ImageNet evaluation (resize to 256, center crop 224) and interpolation of torchvision's
+# reference recipe, which Morcos et al. (2019) used.
+_CROP_PCT = 0.875
+_INTERPOLATION = "bilinear"
+# Default input size of local photo folders with images of mixed sizes (timm's default).
+_PHOTO_INPUT = 224
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,9 @@ class DatasetSpec:
     """Everything needed to load one dataset: where it lives, its columns, splits and normalization.
 
     ``test_split == train_split`` means the data has no test split and a test set is carved from
-    train (only for local data; a warning says so).
+    train (only for local data; a warning says so). ``image_pipeline`` is how images become model
+    input (``"tensor"``, ``"timm"`` or ``"auto"``, see :func:`load_splits`); ``image_size`` is the
+    largest (H, W) seen in the sampled images of local data.
     """
 
     name: str
@@ -86,6 +111,8 @@ class DatasetSpec:
     streaming: bool = False
     classes: tuple[int, ...] | None = None
     local: str | None = None
+    image_pipeline: str = "tensor"
+    image_size: tuple[int, int] | None = None
 
 
 def _hub(
@@ -171,7 +198,12 @@ _REGISTRY: dict[str, DatasetSpec] = {
             (3, 224, 224),
             "none",
             test_split="validation",
-            streaming=True,
+            # Map-style: datasets downloads the parquet shards once and memory-maps them; images stay
+            # encoded and are decoded per item in the loader workers. Training needs it: epochs need
+            # a length, and a resume and late resetting need the batch of step s by index (a stream
+            # has neither). load_splits(streaming=True) is still there for quick looks.
+            streaming=False,
+            image_pipeline="timm",
         ),
         # UNVERIFIED: no official Places365 copy exists on the Hub; this community parquet copy is
         # the best candidate found (columns and the "validation" split name not confirmed).
@@ -187,7 +219,8 @@ _REGISTRY: dict[str, DatasetSpec] = {
             (3, 224, 224),
             "none",
             test_split="validation",
-            streaming=True,
+            streaming=False,  # map-style, as for imagenet (see there)
+            image_pipeline="timm",
         ),
     )
 }
@@ -345,15 +378,30 @@ def _local_spec(local: str) -> DatasetSpec:
         train = train.cast_column("image", datasets.Image())
     val_split = "validation" if "validation" in dd else None
     test_split = "test" if "test" in dd else "train"
-    # Default input size from the first image; mean/std from the first train examples.
     first = next(iter(train))["image"]
     c = 1 if first.mode in ("L", "1", "I", "I;16", "F") else 3
-    size = (c, first.height, first.width)
-    # The first examples, not a shuffled sample: streaming shuffle costs seconds even on tiny data.
-    sample = train.take(_LOCAL_STATS_SAMPLES)
-    x = torch.stack([_to_uint8(r["image"], size) for r in sample]).float() / 255.0
-    mean = tuple(round(v, 4) for v in x.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(round(max(v, 1e-3), 4) for v in x.std(dim=(0, 2, 3)).tolist())
+    # mean/std over every pixel of the first train examples (not a shuffled sample: streaming shuffle
+    # costs seconds even on tiny data), one image at a time so memory does not grow with the sample.
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    pixels = 0
+    sizes: set[tuple[int, int]] = set()
+    for r in train.take(_LOCAL_STATS_SAMPLES):
+        im = r["image"]
+        sizes.add((im.height, im.width))
+        x = _to_uint8(im, (c, im.height, im.width)).to(torch.float64) / 255.0
+        total += x.sum(dim=(1, 2))
+        squares += (x * x).sum(dim=(1, 2))
+        pixels += x.shape[1] * x.shape[2]
+    m = total / pixels
+    var = (squares - pixels * m * m) / max(1, pixels - 1)
+    mean = tuple(round(v, 4) for v in m.tolist())
+    std = tuple(round(max(math.sqrt(max(v, 0.0)), 1e-3), 4) for v in var.tolist())
+    # Images all of one size: that size is the default input. Mixed sizes are photos: timm's pipeline
+    # at its default 224x224 (a recipe's input_size overrides either).
+    mixed = len(sizes) > 1
+    size = (c, _PHOTO_INPUT, _PHOTO_INPUT) if mixed else (c, first.height, first.width)
+    largest = (max(h for h, _ in sizes), max(w for _, w in sizes))
     return DatasetSpec(
         name=local,
         hub_id=None,
@@ -369,6 +417,8 @@ def _local_spec(local: str) -> DatasetSpec:
         input_size=size,
         augment="none",
         local=local,
+        image_pipeline="timm" if mixed else "auto",
+        image_size=largest,
     )
 
 
@@ -504,18 +554,179 @@ def _to_uint8(img: Any, size: tuple[int, int, int]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
+def _channel_stats(
+    mean: Sequence[float], std: Sequence[float], channels: int
+) -> tuple[list[float], list[float]]:
+    """mean/std for ``channels`` channels: as given, or averaged when the set has another count
+    (e.g. an RGB set asked for 1 channel)."""
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if len(mean) != channels:
+        mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
+    return mean, std
+
+
 class _Normalizer:
     """uint8 (…, C, H, W) -> float32 normalized with the spec's mean/std."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int) -> None:
-        mean, std = list(mean), list(std)
-        if len(mean) != channels:  # e.g. an RGB set asked for 1 channel: average the statistics
-            mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
+        mean, std = _channel_stats(mean, std, channels)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(channels, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(channels, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
+
+
+# --- timm's image pipeline (photo sets) -----------------------------------------------------------
+
+
+def data_config(name: str | DatasetSpec, input_size: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """The timm data config that photo sets go through: a dict of ``input_size``, ``interpolation``,
+    ``mean``, ``std``, ``crop_pct``, ``crop_mode`` (lists, JSON-ready), resolved by
+    ``timm.data.resolve_data_config`` from the dataset's mean/std and ``input_size`` (default: the
+    spec's), with torchvision's ImageNet reference settings (bilinear, crop_pct 0.875, i.e. resize
+    to 256 and center crop 224). ``timm.data.create_transform(**cfg)`` is the eval transform;
+    ``create_transform(**cfg, is_training=True, color_jitter=None)`` the training one.
+
+    Example:
+        >>> cfg = data_config("imagenet")
+        >>> cfg["input_size"], cfg["crop_pct"], cfg["interpolation"]
+        ([3, 224, 224], 0.875, 'bilinear')
+    """
+    from timm.data import resolve_data_config
+
+    spec = get_spec(name) if isinstance(name, str) else name
+    size = _check_input_size(spec.input_size if input_size is None else input_size)
+    mean, std = _channel_stats(spec.mean, spec.std, size[0])
+    cfg = resolve_data_config(
+        args={
+            "input_size": size,
+            "mean": tuple(mean),
+            "std": tuple(std),
+            "interpolation": _INTERPOLATION,
+            "crop_pct": _CROP_PCT,
+            "crop_mode": "center",
+        }
+    )
+    return {
+        "input_size": [int(v) for v in cfg["input_size"]],
+        "interpolation": str(cfg["interpolation"]),
+        "mean": [float(v) for v in cfg["mean"]],
+        "std": [float(v) for v in cfg["std"]],
+        "crop_pct": float(cfg["crop_pct"]),
+        "crop_mode": str(cfg["crop_mode"]),
+    }
+
+
+def _timm_transform(cfg: dict[str, Any], train: bool):
+    """timm's transform for ``cfg``: random-resized-crop (scale 0.08-1, ratio 3/4-4/3) + horizontal
+    flip for training (no color jitter: the standard ImageNet recipe), resize + center crop otherwise."""
+    from timm.data import create_transform
+
+    if train:
+        return create_transform(**cfg, is_training=True, color_jitter=None)
+    return create_transform(**cfg, is_training=False)
+
+
+def _view_seed(seed: int, key: Any, index: int) -> int:
+    """64-bit seed of one training view: a pure function of (dataset seed, batch key, example index)."""
+    digest = hashlib.blake2b(f"{seed}|{key}|{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _batch_key(indices: Sequence[int]) -> str:
+    """Names one batch by its ordered indices. The training loop's batch ``s`` is a pure function of
+    (seed, step ``s``), whatever the worker count or a resume, so views keyed by it are too; two
+    epochs give different batches, hence different views of the same example."""
+    return hashlib.blake2b(np.asarray(indices, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
+
+
+def _seeded_call(fn, x: Any, seed: int) -> Any:
+    """``fn(x)`` with torch's and Python's global RNGs (which torchvision/timm transforms draw from)
+    seeded by ``seed``, then restored, so the caller's random streams (e.g. dropout) are untouched."""
+    gen = torch.default_generator
+    torch_state, py_state = gen.get_state(), random.getstate()
+    gen.manual_seed(seed)
+    random.seed(seed)
+    try:
+        return fn(x)
+    finally:
+        gen.set_state(torch_state)
+        random.setstate(py_state)
+
+
+class _LabelMap:
+    """Source label -> training label (a class subset re-indexed in its listed order); picklable, so
+    DataLoader workers also get it under the ``spawn`` start method."""
+
+    def __init__(self, classes: Sequence[int] | None, num_classes: int) -> None:
+        self.remap = None if classes is None else {int(c): i for i, c in enumerate(classes)}
+        self.num_classes = num_classes
+
+    def keep(self, label: int) -> bool:
+        if self.remap is not None:
+            return label in self.remap
+        return 0 <= label < self.num_classes  # also drops unlabeled (-1) rows
+
+    def __call__(self, label: int) -> int:
+        return label if self.remap is None else self.remap[label]
+
+
+class _TimmImageDataset(torch.utils.data.Dataset):
+    """Map-style view of a ``datasets.Dataset`` of photos through timm's transforms, decoded per item.
+
+    Nothing is decoded until an item is asked for (in a DataLoader worker when there are any); the
+    Arrow table holds paths or encoded bytes. ``train=True``: timm's random-resized-crop + flip, the
+    view of example ``i`` in a batch a pure function of (seed, the batch's ordered indices, ``i``)
+    (a single ``ds[i]`` uses (seed, ``i``)). ``train=False``: timm's eval transform, deterministic.
+    """
+
+    def __init__(
+        self,
+        ds: datasets.Dataset,
+        spec: DatasetSpec,
+        cfg: dict[str, Any],
+        label_map,
+        *,
+        train: bool,
+        seed: int,
+    ) -> None:
+        self.image_column, self.label_column = spec.image_column, spec.label_column
+        # decode=False: rows come back as {"path", "bytes"}; each image is decoded where it is used.
+        self.ds = ds.select_columns([self.image_column, self.label_column]).cast_column(
+            self.image_column, datasets.Image(decode=False)
+        )
+        self.decoder = datasets.Image()
+        self.mode = "L" if cfg["input_size"][0] == 1 else "RGB"
+        self.data_config = dict(cfg)
+        self.transform = _timm_transform(cfg, train)
+        self.train, self.seed, self.label_map = bool(train), int(seed), label_map
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _view(self, encoded: Any, key: Any, index: int) -> torch.Tensor:
+        img = self.decoder.decode_example(encoded)
+        if img.mode != self.mode:
+            img = img.convert(self.mode)
+        if not self.train:
+            return self.transform(img)
+        return _seeded_call(self.transform, img, _view_seed(self.seed, key, index))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i = int(i)
+        row = self.ds[i]
+        return self._view(row[self.image_column], "item", i), self.label_map(int(row[self.label_column]))
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        # One arrow read per batch (the DataLoader calls this with the whole batch when present).
+        indices = [int(i) for i in indices]
+        rows = self.ds[indices]
+        key = _batch_key(indices) if self.train else None
+        return [
+            (self._view(im, key, i), self.label_map(int(lb)))
+            for im, lb, i in zip(rows[self.image_column], rows[self.label_column], indices, strict=True)
+        ]
 
 
 # --- torch datasets --------------------------------------------------------------------------------
@@ -591,6 +802,11 @@ class _StreamingImageDataset(torch.utils.data.IterableDataset):
     stream. ``part``: ``"all"``; ``"train"`` / ``"val"`` (val when hash(seed) < fraction);
     ``"test"`` (hash(_TEST_SEED) < fraction, only with ``carve_test``, which also removes those
     positions from train and val). DataLoader workers each take every k-th example.
+
+    With a timm data config ``cfg`` images go through timm's transforms: ``train_views`` gives
+    random-resized-crop + flip seeded by (seed, position in the stream) — a stream shows no epochs, so
+    an example gets the same view on every pass (for multi-epoch training prefer map-style data) —
+    else the eval transform. Without ``cfg`` images are resized to ``size``.
     """
 
     def __init__(
@@ -605,12 +821,28 @@ class _StreamingImageDataset(torch.utils.data.IterableDataset):
         seed: int,
         limit,
         carve_test: bool,
+        cfg: dict[str, Any] | None = None,
+        train_views: bool = False,
     ) -> None:
         self.ds, self.spec, self.size = ds, spec, size
         self.label_map, self.keep = label_map, keep
         self.part, self.fraction, self.seed, self.limit = part, fraction, seed, limit
         self.carve_test = carve_test
         self.normalize = _Normalizer(spec.mean, spec.std, size[0])
+        self.train_views = cfg is not None and train_views
+        self.transform = None if cfg is None else _timm_transform(cfg, self.train_views)
+        self.mode = "L" if size[0] == 1 else "RGB"
+
+    def _image(self, img: Any, i: int) -> torch.Tensor:
+        if self.transform is None:
+            return self.normalize(_to_uint8(img, self.size))
+        if not isinstance(img, PILImage.Image):
+            img = PILImage.fromarray(np.asarray(img))
+        if img.mode != self.mode:
+            img = img.convert(self.mode)
+        if not self.train_views:
+            return self.transform(img)
+        return _seeded_call(self.transform, img, _view_seed(self.seed, "stream", i))
 
     def _wanted(self, i: int) -> bool:
         is_test = self.carve_test and _u01(_TEST_SEED, i) < self.fraction
@@ -635,7 +867,7 @@ class _StreamingImageDataset(torch.utils.data.IterableDataset):
             i, pos = pos, pos + 1
             if i % nw != wid or not self._wanted(i):
                 continue
-            yield self.normalize(_to_uint8(row[self.spec.image_column], self.size)), self.label_map(label)
+            yield self._image(row[self.spec.image_column], i), self.label_map(label)
 
 
 # --- splits ----------------------------------------------------------------------------------------
@@ -643,13 +875,18 @@ class _StreamingImageDataset(torch.utils.data.IterableDataset):
 
 @dataclass
 class Splits:
-    """The three splits of one dataset, ready for a DataLoader, plus the spec they came from."""
+    """The three splits of one dataset, ready for a DataLoader, plus the spec they came from.
+
+    ``data_config`` is the timm data config (:func:`data_config`) when the images go through timm's
+    pipeline, ``None`` when they are resized to ``input_size`` (small-image sets).
+    """
 
     train: torch.utils.data.Dataset
     val: torch.utils.data.Dataset
     test: torch.utils.data.Dataset
     spec: DatasetSpec
     input_size: tuple[int, int, int]
+    data_config: dict[str, Any] | None = None
 
 
 def _check_input_size(input_size: Any) -> tuple[int, int, int]:
@@ -689,6 +926,15 @@ def _fits_in_memory(n: int, size: tuple[int, int, int]) -> bool:
     return n <= _MAX_IN_MEMORY_ITEMS and n * size[0] * size[1] * size[2] * 4 <= _MAX_IN_MEMORY_BYTES
 
 
+def _uses_timm(spec: DatasetSpec, size: tuple[int, int, int], pipeline: str) -> bool:
+    """Whether images take timm's pipeline: always for ``"timm"``; for ``"auto"`` (local data) when
+    the sampled images are larger than the input in either dimension (resizing down would throw
+    away what a random-resized-crop can use); never for ``"tensor"``."""
+    if pipeline == "auto":
+        return spec.image_size is not None and (spec.image_size[0] > size[1] or spec.image_size[1] > size[2])
+    return pipeline == "timm"
+
+
 def load_splits(
     name: str | DatasetSpec,
     *,
@@ -698,6 +944,7 @@ def load_splits(
     streaming: bool | None = None,
     cache_dir: str | None = None,
     limit: int | None = None,
+    pipeline: str | None = None,
 ) -> Splits:
     """Load train / val / test of a dataset as torch datasets of ``(normalized image, label)``.
 
@@ -705,7 +952,15 @@ def load_splits(
     (stratified for map-style data, a seeded hash for streaming data). ``limit`` caps the examples
     read from each source split (a seeded random subset for map-style data, the first ``limit``
     for streaming). ``input_size`` (C, H, W) overrides the spec's default: channels are converted
-    (gray <-> RGB) and images resized bilinearly. ``streaming=None`` uses the spec's default.
+    (gray <-> RGB). ``streaming=None`` uses the spec's default.
+
+    ``pipeline`` (default: the spec's ``image_pipeline``) is how images become input. ``"tensor"``
+    (small-image sets): resized bilinearly to ``input_size``, decoded once into memory when the split
+    fits. ``"timm"`` (imagenet, places365, local photos): decoded per item, never all at once;
+    train through ``timm.data.create_transform(is_training=True)`` (random-resized-crop + flip, seeded
+    per example and batch, see :class:`_TimmImageDataset`), val/test through timm's eval transform
+    (resize + center crop by ``crop_pct``); the config is :attr:`Splits.data_config`. ``"auto"``
+    (local data): ``"timm"`` when the images are larger than ``input_size``, else ``"tensor"``.
 
     Example:
         >>> s = load_splits("digits[0-4]", input_size=(3, 32, 32), seed=1)
@@ -722,26 +977,15 @@ def load_splits(
         raise ConfigError(f"limit must be a positive int or None, got {limit!r}")
     if spec.augment not in _AUGMENTS:
         raise ConfigError(f"dataset {spec.name!r}: augment must be one of {_AUGMENTS}, got {spec.augment!r}")
+    pipeline = spec.image_pipeline if pipeline is None else pipeline
+    if pipeline not in _PIPELINES:
+        raise ConfigError(f"pipeline must be one of {_PIPELINES}, got {pipeline!r}")
+    cfg = data_config(spec, size) if _uses_timm(spec, size, pipeline) else None
     streaming = spec.streaming if streaming is None else bool(streaming)
 
     # Labels: keep only the subset, re-indexed in the listed order.
-    if spec.classes is not None:
-        remap = {c: i for i, c in enumerate(spec.classes)}
-        keep_set = frozenset(spec.classes)
-
-        def keep(label: int) -> bool:
-            return label in keep_set
-
-        def label_map(label: int) -> int:
-            return remap[label]
-    else:
-        n_cls = spec.num_classes
-
-        def keep(label: int) -> bool:
-            return 0 <= label < n_cls  # also drops unlabeled (-1) rows
-
-        def label_map(label: int) -> int:
-            return label
+    label_map = _LabelMap(spec.classes, spec.num_classes)
+    keep = label_map.keep
 
     def source(split: str):
         if spec.local == _DIGITS:
@@ -758,13 +1002,15 @@ def load_splits(
         )
 
     if streaming:
-        parts = _streaming_splits(spec, source, size, label_map, keep, val_fraction, seed, limit, test_carved)
+        parts = _streaming_splits(
+            spec, source, size, label_map, keep, val_fraction, seed, limit, test_carved, cfg
+        )
     else:
-        parts = _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_carved)
-    return Splits(*parts, spec=spec, input_size=size)
+        parts = _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_carved, cfg)
+    return Splits(*parts, spec=spec, input_size=size, data_config=cfg)
 
 
-def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_carved):
+def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_carved, cfg):
     def prepare(split: str, limit_seed: int) -> tuple[datasets.Dataset, np.ndarray, np.ndarray]:
         """(dataset, kept row indices, their labels): rows outside the classes dropped, ``limit`` applied."""
         ds = source(split)
@@ -782,6 +1028,8 @@ def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_c
 
     def build(ds: datasets.Dataset, idx: np.ndarray, what: str):
         sub = ds.select(idx.tolist())
+        if cfg is not None:
+            return _TimmImageDataset(sub, spec, cfg, label_map, train=what == "train", seed=seed)
         if _fits_in_memory(len(sub), size):
             return _materialize(sub, spec, size, label_map, what)
         return _LazyImageDataset(sub, spec, size, label_map)
@@ -808,8 +1056,8 @@ def _map_splits(spec, source, size, label_map, val_fraction, seed, limit, test_c
     return train, val, test
 
 
-def _streaming_splits(spec, source, size, label_map, keep, val_fraction, seed, limit, test_carved):
-    def stream(split: str, part: str) -> _StreamingImageDataset:
+def _streaming_splits(spec, source, size, label_map, keep, val_fraction, seed, limit, test_carved, cfg):
+    def stream(split: str, part: str, train_views: bool = False) -> _StreamingImageDataset:
         return _StreamingImageDataset(
             # Only streams over train lose the positions carved off as test.
             source(split),
@@ -822,10 +1070,12 @@ def _streaming_splits(spec, source, size, label_map, keep, val_fraction, seed, l
             seed,
             limit,
             test_carved and split == spec.train_split,
+            cfg,
+            train_views,
         )
 
     train_part = "all" if spec.val_split is not None else "train"
-    train = stream(spec.train_split, train_part)
+    train = stream(spec.train_split, train_part, train_views=True)
     val = stream(spec.val_split, "all") if spec.val_split is not None else stream(spec.train_split, "val")
     test = stream(spec.train_split, "test") if test_carved else stream(spec.test_split, "all")
     return train, val, test

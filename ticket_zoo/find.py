@@ -560,6 +560,9 @@ def _run_level(
         },
         "input_size": list(splits.input_size),
         "num_classes": splits.spec.num_classes,
+        # How to feed it (timm's pipeline: input size, mean/std, interpolation, crop_pct); only for
+        # photo sets, so tickets of small-image sets (e.g. the embedded digits zoo) keep their bytes.
+        **({"data_config": splits.data_config} if splits.data_config is not None else {}),
     }
     row = {
         "level": level,
