@@ -185,8 +185,9 @@ def test_sigkill_and_resume_gives_identical_results(tiny_run, tmp_path):
     script.write_text(_KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # Run 1 dies in level 0 after the rewind capture (step 20, checkpointed) at step 30.
-    # Run 2 resumes level 0 from step 20 (40 steps), does level 1 (60) and dies in level 2 at step 45.
-    for kill_at, marker in ((30, "level_00/.ckpt"), (40 + 60 + 45, "level_02/.ckpt")):
+    # Run 2 resumes level 0 from step 20 (40 steps), does level 1 (steps 20..60: 40) and dies in
+    # level 2 at step 45 (its 25th step: late resetting starts it at the rewind step 20).
+    for kill_at, marker in ((30, "level_00/.ckpt"), (40 + 40 + 25, "level_02/.ckpt")):
         proc = subprocess.run([sys.executable, str(script), str(recipe), str(out), str(kill_at)], env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

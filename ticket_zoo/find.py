@@ -523,6 +523,9 @@ def _run_level(
         checkpoint_dir=ckpt,
         progress=f"level {level}" if ctx["progress"] else False,
         final_model="last",  # the next level prunes the final weights, as in the papers
+        # Late resetting: a level >= 1 starts from θk and trains steps k..T of the same run (schedule,
+        # data order and evaluation steps continue; the optimizer state starts fresh).
+        start_step=0 if capture else ctx["rewind_step"],
     )
     if capture:
         if result.captured is None:
@@ -550,6 +553,8 @@ def _run_level(
         "source_test_acc": result.test_acc,
         "source_final_test_acc": result.final_test_acc,
         "train_steps": result.steps,
+        "start_step": result.start_step,
+        "steps": result.steps,
         "best_step": result.best_step,
         "recipe": config.to_dict(),
         "versions": {
@@ -570,6 +575,7 @@ def _run_level(
         "val_acc": result.best_val_acc,
         "test_acc": result.test_acc,
         "final_test_acc": result.final_test_acc,
+        "start_step": result.start_step,
         "steps": result.steps,
         "seconds": result.seconds,
         "path": ldir.name,  # relative to OUT, so a copied or moved run folder stays valid

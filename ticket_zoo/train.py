@@ -6,9 +6,13 @@ and their optimizer state stay zero), evaluates on a validation set, and keeps t
 weights. What makes it fit for reproducible research:
 
 * **Deterministic.** The sample order of epoch ``e`` is ``randperm`` under a generator seeded by
-  ``(seed, e)``; augmentation draws from its own generator; the global RNG (dropout) is seeded
-  from ``seed`` inside a forked RNG scope, so the caller's RNG is left alone. Same seed, same
-  weights, bit for bit on CPU.
+  ``(seed, e)``; the augmentation of step ``s`` draws from a generator seeded by ``(seed, s)``, and
+  the global RNG (dropout) is re-seeded from ``(seed, s)`` before step ``s``, inside a forked RNG
+  scope, so the caller's RNG is left alone. Same seed, same weights, bit for bit on CPU.
+* **Late resetting.** ``start_step=k`` trains steps ``k..T`` of the run that ``config`` describes:
+  the schedule is positioned at step ``k`` and every step sees the batch (indices, augmentation,
+  dropout) it has in the run from step 0. The optimizer state starts fresh, as in Frankle et al.
+  (2019/2020) and open_lth's ``start_step``: only the weights (θk) carry over.
 * **Resumable.** With ``checkpoint_dir`` the whole state (model, optimizer, scheduler, AMP
   scaler, RNG states, best-val and captured weights, history, position in the epoch) is written
   atomically as one safetensors file; a run killed at any point and started again with the same
@@ -25,11 +29,9 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import json
 import math
@@ -49,6 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._dist import Dist
+from ._dist import setup as _dist_setup
 from ._io import append_line, atomic_write_bytes, atomic_write_text
 from .errors import CheckpointError, ConfigError, did_you_mean
 from .masked import apply_masks_, hold_masks
@@ -246,7 +250,10 @@ class TrainResult:
 
     ``test_acc`` is measured on the weights selected by validation (best ``val_acc``, earliest on a
     tie); ``final_test_acc`` on the last weights. ``captured`` is a CPU copy of the model's state at
-    iteration ``capture_at`` (0 = before any step), e.g. the rewind point of IMP.
+    iteration ``capture_at`` (0 = before any step), e.g. the rewind point of IMP. ``start_step`` is
+    where this call began (0, or ``k`` for late resetting) and ``steps`` how many steps it trained:
+    the run ends at step ``start_step + steps``. Steps in ``best_step`` and ``history`` count from
+    the start of the run, not of this call.
 
     Example:
         >>> r = train(model, tr, va, TrainConfig(iterations=10), capture_at=0)  # doctest: +SKIP
@@ -263,6 +270,7 @@ class TrainResult:
     seconds: float
     captured: dict[str, torch.Tensor] | None
     history: list[dict] = field(default_factory=list)
+    start_step: int = 0
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------
@@ -296,6 +304,7 @@ def build_scheduler(
     total_steps: int,
     *,
     steps_per_epoch: int | None = None,
+    start_step: int = 0,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-iteration LR scheduler: linear warmup, then constant / step decay / cosine to zero.
 
@@ -303,6 +312,8 @@ def build_scheduler(
     while ``s < warmup``; ``"step"`` multiplies by ``gamma`` once per milestone ``<= s``;
     ``"cosine"`` decays from 1 at the end of warmup to 0 at ``total_steps``. With an epoch budget
     milestones are epochs, converted with ``steps_per_epoch`` (default ``total_steps / epochs``).
+    ``start_step=k`` positions the scheduler at step ``k`` (the optimizer's LR is set to that of
+    step ``k``), so a run started there continues the same schedule (late resetting).
 
     Example:
         >>> cfg = TrainConfig(lr=0.1, schedule="step", milestones=(5,), warmup=2, iterations=10)
@@ -314,6 +325,8 @@ def build_scheduler(
         raise ConfigError(f"total_steps must be a positive int, got {total_steps!r}")
     if config.warmup >= total_steps:
         raise ConfigError(f"warmup ({config.warmup}) must be shorter than the run ({total_steps} iterations)")
+    if not _is_int(start_step) or not 0 <= start_step <= total_steps:
+        raise ConfigError(f"start_step must be an int in [0, {total_steps}], got {start_step!r}")
     milestones = [int(m) for m in config.milestones]
     if config.epochs is not None:
         spe = steps_per_epoch if steps_per_epoch is not None else total_steps / config.epochs
@@ -332,7 +345,16 @@ def build_scheduler(
         return f
 
     # A plain function (not a callable object) keeps LambdaLR's state_dict JSON-serializable.
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if start_step:
+        # LambdaLR's LR is closed-form (base_lr * factor(last_epoch)): one step from start_step - 1
+        # gives exactly the LR the run from 0 has at start_step. Its "step() before optimizer.step()"
+        # warning does not apply to a deliberate seek.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            scheduler.last_epoch = start_step - 1
+            scheduler.step()
+    return scheduler
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -349,6 +371,15 @@ def _batch_indexable(dataset: Any) -> bool:
 def _derive_seed(*parts: Any) -> int:
     """A 63-bit seed for one named random stream (e.g. ``("aug", seed, epoch, rank)``); streams never overlap."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def _seed_global_rng(seed: int, device: torch.device) -> None:
+    """Seed the global RNG of the CPU and of ``device``. (``torch.manual_seed`` would also seed every
+    other backend, through a lazy-call path that formats a stack trace: ~1 ms, too slow per step.)"""
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
 
 
 def _quiet_generator() -> torch.Generator:
@@ -435,7 +466,11 @@ def _stream_batches(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, dataset: Any, batch_size: int = 512, device: str | torch.device | None = None
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
 ) -> float:
     """Top-1 accuracy of ``model`` on ``dataset`` in percent (eval mode; the mode is restored after).
 
@@ -452,7 +487,7 @@ def evaluate(
     model.eval()
     correct = total = 0
     try:
-        for x, y, *_ in _batches(dataset, batch_size):
+        for x, y, *_ in _batches(dataset, batch_size, num_workers=num_workers):
             x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
             correct += int((model(x).argmax(dim=1) == y).sum())
             total += int(y.numel())
@@ -465,79 +500,14 @@ def evaluate(
 
 # --- distributed -----------------------------------------------------------------------------------
 
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def on(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def comm(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` on the device the backend communicates from (NCCL: CUDA, gloo: CPU)."""
-        return t.to(self.device if self.device.type == "cuda" else "cpu")
-
-    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's ``t`` (same shape on each), on CPU."""
-        if not self.on:
-            return [t.cpu()]
-        t = self.comm(t.contiguous())
-        out = [torch.empty_like(t) for _ in range(self.world)]
-        torch.distributed.all_gather(out, t)
-        return [o.cpu() for o in out]
-
-    def broadcast_(self, t: torch.Tensor) -> torch.Tensor:
-        """Rank 0's value of ``t``, in place on every rank."""
-        if self.on:
-            c = self.comm(t)
-            torch.distributed.broadcast(c, 0)
-            if c is not t:
-                t.copy_(c)
-        return t
+# The process group lives in _dist (find and transfer join it through the same function); train
+# keeps these names for its own use.
+_Dist = Dist
 
 
 def _setup(config: TrainConfig) -> _Dist:
     """Pick the device; under torchrun (``WORLD_SIZE > 1``), join or start the process group."""
-    dist = torch.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        use_cuda = config.device != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        atexit.register(_destroy_process_group)  # we started it, we end it (later train() calls reuse it)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if dist.get_backend() == "nccl":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-        else:
-            device = torch.device("cpu")
-        return _Dist(dist.get_rank(), dist.get_world_size(), device)
-    if config.device == "auto":
-        return _Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return _Dist(device=torch.device(config.device))
-
-
-def _destroy_process_group() -> None:
-    dist = torch.distributed
-    if not dist.is_initialized():
-        return
-    # Leave together: a gloo rank that tears down while its peer still holds the connection can
-    # abort at exit ("terminate called without an active exception"). Bounded, so a crashed peer
-    # cannot hang this process (torchrun stops the others anyway).
-    try:
-        if dist.get_backend() == "gloo":
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
-        else:
-            dist.barrier()
-    except Exception:  # a peer is gone: nothing left to synchronise with
-        pass
-    dist.destroy_process_group()
+    return _dist_setup(config.device)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
@@ -558,15 +528,24 @@ def _fingerprint(
     n_train: Any,
     n_val: Any,
     capture_at: int | None,
+    start_step: int,
 ) -> str:
     """What a checkpoint must agree on to be resumed: config (minus housekeeping), model shapes, masks,
-    data sizes and the capture point (a checkpoint past it must already hold the captured state)."""
+    data sizes, the capture point (a checkpoint past it must already hold the captured state) and the
+    start step (a late-resetting run from step k is another run than one from step 0)."""
     h = hashlib.sha256()
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     h.update(
         json.dumps(
-            {"config": cfg, "shapes": shapes, "n_train": n_train, "n_val": n_val, "capture_at": capture_at},
+            {
+                "config": cfg,
+                "shapes": shapes,
+                "n_train": n_train,
+                "n_val": n_val,
+                "capture_at": capture_at,
+                "start_step": start_step,
+            },
             sort_keys=True,
         ).encode()
     )
@@ -588,7 +567,8 @@ def _fix_group_types(saved: list[dict], current: list[dict]) -> list[dict]:
 class _State:
     """Loop state that is not inside the model/optimizer/scheduler objects."""
 
-    step: int = 0
+    step: int = 0  # steps of the run done so far (from 0, not from start_step)
+    start_step: int = 0
     history: list[dict] = field(default_factory=list)
     best_val: float | None = None
     best_step: int = -1
@@ -596,7 +576,7 @@ class _State:
     captured: dict[str, torch.Tensor] | None = None
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
     loss_count: int = 0
-    aug_gen: torch.Generator | None = None
+    eval_workers: int = 0  # loader workers for evaluation too: photo sets decode per item (not saved)
 
 
 def _save_checkpoint(
@@ -609,8 +589,6 @@ def _save_checkpoint(
     }
     if ctx.device.type == "cuda":
         per_rank["rng.cuda"] = torch.cuda.get_rng_state(ctx.device)
-    if st.aug_gen is not None:
-        per_rank["rng.aug"] = st.aug_gen.get_state()
     gathered = {k: ctx.gather(v) for k, v in per_rank.items()}
     if not ctx.main:
         return
@@ -635,6 +613,7 @@ def _save_checkpoint(
                 scalars.setdefault(str(idx), {})[key] = v
     meta = {
         "step": st.step,
+        "start_step": st.start_step,
         "world_size": ctx.world,
         "fingerprint": fingerprint,
         "history": st.history,
@@ -643,7 +622,6 @@ def _save_checkpoint(
         "loss_count": st.loss_count,
         "has_best": st.best_state is not None,
         "has_captured": st.captured is not None,
-        "has_aug": st.aug_gen is not None,
         "param_groups": osd["param_groups"],
         "optim_scalars": scalars,
         "scheduler": scheduler.state_dict(),
@@ -714,6 +692,7 @@ def _load_checkpoint(
         torch.cuda.set_rng_state(tensors[r + "rng.cuda"], ctx.device)
     st = _State(
         step=meta["step"],
+        start_step=meta["start_step"],
         history=meta["history"],
         best_val=meta["best_val"],
         best_step=meta["best_step"],
@@ -722,9 +701,6 @@ def _load_checkpoint(
         loss_sum=tensors[r + "loss"].reshape(()).to(ctx.device),
         loss_count=meta["loss_count"],
     )
-    if meta["has_aug"]:
-        st.aug_gen = torch.Generator()
-        st.aug_gen.set_state(tensors[r + "rng.aug"])
     return st
 
 
@@ -769,6 +745,7 @@ def train(
     log_path: str | os.PathLike | None = None,
     progress: bool | str = True,
     final_model: str = "last",
+    start_step: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place and return what happened.
 
@@ -779,6 +756,13 @@ def train(
     with the same arguments continues where it stopped. ``log_path`` gets one JSON line per
     evaluation. Afterwards ``model`` holds the last weights (``final_model="last"``) or the
     best-val ones (``"best"``).
+
+    ``start_step=k`` (late resetting) trains only steps ``k..T`` of the run: ``model`` should hold
+    θk; the LR schedule continues from step ``k`` (warmup, milestones and cosine are not restarted),
+    step ``s`` gets the same batch (indices, augmentation, dropout) as in the run from 0, and
+    evaluation and checkpoints fall on the same steps. The optimizer state (momentum, Adam moments,
+    AMP scaler) starts fresh. Steps in the result and the log count from 0; ``capture_at`` must be
+    ``>= k``.
 
     Under torchrun every rank calls ``train``; each rank returns the same result; only rank 0 writes
     files. With augmentation each rank draws from its own generator, so augmented DDP runs see the
@@ -805,9 +789,14 @@ def train(
         )
     local_batch = config.batch_size // ctx.world
     total, spe = _budget(config, train_set, config.batch_size)
-    if capture_at is not None and (not _is_int(capture_at) or not 0 <= capture_at <= total):
+    if not _is_int(start_step) or not 0 <= start_step <= total:
         raise ConfigError(
-            f"capture_at must be an int in [0, {total}] (the run's iterations), got {capture_at!r}"
+            f"start_step must be an int in [0, {total}] (the run's iterations), got {start_step!r}"
+        )
+    if capture_at is not None and (not _is_int(capture_at) or not start_step <= capture_at <= total):
+        raise ConfigError(
+            f"capture_at must be an int in [{start_step}, {total}] (the run's iterations from start_step), "
+            f"got {capture_at!r}"
         )
     eval_every = config.eval_every or spe or total
     ckpt_every = config.checkpoint_every or eval_every
@@ -826,9 +815,9 @@ def train(
         apply_masks_(module, masks)
     optimizer = build_optimizer([p for p in module.parameters() if p.requires_grad], config)
     handle = hold_masks(module, optimizer, masks) if masks else None
-    scheduler = build_scheduler(optimizer, config, total, steps_per_epoch=spe)
+    scheduler = build_scheduler(optimizer, config, total, steps_per_epoch=spe, start_step=start_step)
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    fingerprint = _fingerprint(config, module, masks, _len(train_set), _len(val_set), capture_at)
+    fingerprint = _fingerprint(config, module, masks, _len(train_set), _len(val_set), capture_at, start_step)
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt_path is not None and ctx.main:
@@ -842,8 +831,13 @@ def train(
         if ckpt_path is not None and ckpt_path.exists():
             st = _load_checkpoint(ckpt_path, ctx, module, optimizer, scheduler, scaler, fingerprint)
         else:
-            st = _State(loss_sum=torch.zeros((), dtype=torch.float64, device=ctx.device))
-        if capture_at == 0 and st.captured is None:
+            st = _State(
+                step=start_step,
+                start_step=start_step,
+                loss_sum=torch.zeros((), dtype=torch.float64, device=ctx.device),
+            )
+        st.eval_workers = config.num_workers
+        if capture_at == start_step and st.captured is None:
             st.captured = _snapshot(module)
         if log_path is not None and ctx.main:  # rewrite from history: a resumed run never duplicates lines
             atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in st.history))
@@ -878,11 +872,17 @@ def _len(dataset: Any) -> int | None:
 
 def _run(net, module, train_set, val_set, test_set, config, ctx, st, optimizer, scheduler, scaler, *,
          total, spe, local_batch, eval_every, ckpt_every, capture_at, save, log_path, progress) -> None:  # fmt: skip
-    """The iterations themselves, from ``st.step`` to ``total``."""
+    """The iterations themselves, from ``st.step`` to ``total``.
+
+    Everything random in step ``s`` comes from streams seeded by ``(seed, s)`` (batch indices through
+    the epoch's permutation, augmentation, dropout), so step ``s`` is the same whether the loop got
+    there from step 0, from a checkpoint or from a late-resetting ``start_step``."""
     cuda = ctx.device.type == "cuda"
-    augment = None
+    augment = aug_gen = None
     if config.augment != "none":
         from .data import augment_batch as augment  # lazy: data.py pulls in `datasets`
+
+        aug_gen = torch.Generator()
 
     stream = spe is None or _is_stream(train_set)
     sampler = loader = None
@@ -895,8 +895,6 @@ def _run(net, module, train_set, val_set, test_set, config, ctx, st, optimizer, 
             )  # fmt: skip
     else:
         batches = _stream_batches(train_set, local_batch, ctx.rank, ctx.world, st.step, config.num_workers)
-        if st.aug_gen is None:
-            st.aug_gen = torch.Generator().manual_seed(_derive_seed("aug", config.seed, ctx.rank))
 
     desc = progress if isinstance(progress, str) else "train"
     # A named bar belongs to a caller's outer bar (find's levels, transfer's cells): clear it when done
@@ -914,21 +912,24 @@ def _run(net, module, train_set, val_set, test_set, config, ctx, st, optimizer, 
     )
     net.train()
     try:
+        if st.step == total and not st.history:  # start_step == total: nothing to train, one evaluation
+            _evaluate_now(
+                module, val_set, test_set, ctx, st, spe, optimizer.param_groups[0]["lr"], log_path, bar
+            )
+            save()
         while st.step < total:
             if not stream:
                 epoch, start = divmod(st.step, spe)
-                # New epoch: a fresh augmentation stream for (seed, epoch, rank).
-                if start == 0 or st.aug_gen is None:
-                    st.aug_gen = torch.Generator().manual_seed(
-                        _derive_seed("aug", config.seed, epoch, ctx.rank)
-                    )
                 sampler.set_position(epoch, start)
                 batches = _epoch_batches(train_set, sampler, loader)
             for x, y, *_ in batches:
+                # Dropout (and any other global-RNG draw) of step s: a stream of (seed, s, rank).
+                _seed_global_rng(_derive_seed("global", config.seed, st.step, ctx.rank), ctx.device)
                 x = x.to(ctx.device, non_blocking=True)
                 y = torch.as_tensor(y).to(ctx.device, non_blocking=True)
                 if augment is not None:
-                    x = augment(x, config.augment, st.aug_gen)
+                    aug_gen.manual_seed(_derive_seed("aug", config.seed, st.step, ctx.rank))
+                    x = augment(x, config.augment, aug_gen)
                 if config.channels_last and cuda and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
@@ -969,11 +970,13 @@ def _evaluate_now(module, val_set, test_set, ctx: _Dist, st: _State, spe, lr: fl
         train_loss = float(total_loss) / ctx.world / max(1, st.loss_count)
     else:
         train_loss = float(st.loss_sum) / max(1, st.loss_count)
+    if st.loss_count == 0:  # an evaluation with no step before it (start_step == total)
+        train_loss = None
     accs = torch.full((2,), float("nan"), dtype=torch.float64)
     if ctx.main:
-        accs[0] = evaluate(module, val_set, device=ctx.device)
+        accs[0] = evaluate(module, val_set, device=ctx.device, num_workers=st.eval_workers)
         if test_set is not None:
-            accs[1] = evaluate(module, test_set, device=ctx.device)
+            accs[1] = evaluate(module, test_set, device=ctx.device, num_workers=st.eval_workers)
     ctx.broadcast_(accs)
     val_acc = float(accs[0])
     entry = {
@@ -992,7 +995,7 @@ def _evaluate_now(module, val_set, test_set, ctx: _Dist, st: _State, spe, lr: fl
         st.best_val, st.best_step, st.best_state = val_acc, st.step, _snapshot(module)
     if log_path is not None and ctx.main:
         append_line(log_path, json.dumps(entry))
-    bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_acc:.2f}")
+    bar.set_postfix(loss="-" if train_loss is None else f"{train_loss:.4f}", val=f"{val_acc:.2f}")
 
 
 def _finish(module, st: _State, test_set, ctx: _Dist, final_model: str, total: int) -> TrainResult:
@@ -1002,13 +1005,13 @@ def _finish(module, st: _State, test_set, ctx: _Dist, final_model: str, total: i
     if test_set is not None:
         accs = torch.full((2,), float("nan"), dtype=torch.float64)
         if ctx.main:
-            accs[1] = evaluate(module, test_set, device=ctx.device)
+            accs[1] = evaluate(module, test_set, device=ctx.device, num_workers=st.eval_workers)
             if st.best_step == st.step:
                 accs[0] = accs[1]
             else:
                 last_state = _snapshot(module) if final_model == "last" else None
                 module.load_state_dict(st.best_state)
-                accs[0] = evaluate(module, test_set, device=ctx.device)
+                accs[0] = evaluate(module, test_set, device=ctx.device, num_workers=st.eval_workers)
                 if last_state is not None:
                     module.load_state_dict(last_state)
         ctx.broadcast_(accs)
@@ -1021,8 +1024,9 @@ def _finish(module, st: _State, test_set, ctx: _Dist, final_model: str, total: i
         final_val_acc=last["val_acc"],
         test_acc=test_acc,
         final_test_acc=final_test,
-        steps=total,
+        steps=total - st.start_step,
         seconds=0.0,
         captured=st.captured,
         history=[dict(h) for h in st.history],
+        start_step=st.start_step,
     )

@@ -18,7 +18,7 @@ Resuming: re-running the same command skips every cell already in ``results.json
 identified by a hash of what decides their result: the ticket's content, control, target,
 optimizer, seed, effective train config and data settings); a cell killed mid-way resumes from its
 train checkpoint; a truncated last line left by a killed writer is dropped before anything is
-appended. One process per ``OUT`` at a time.
+appended. One process per ``OUT`` at a time (or one torchrun job, whose rank 0 alone writes).
 
 Deduplication: the ``dense`` control does not depend on the ticket's mask or weights, so it is
 trained once per (architecture configuration, target, optimizer, seed) and recorded once per source
@@ -54,7 +54,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._io import append_line, atomic_write_bytes, atomic_write_text
+from . import _dist
+from ._io import append_line, atomic_write_bytes, atomic_write_text, prepare_out_dir, remove_stale_temps
 from .controls import CONTROLS, get_control
 from .errors import ConfigError, TicketZooError, did_you_mean
 from .ticket import Ticket, create_model
@@ -188,19 +189,10 @@ class TransferConfig:
         Example:
             >>> cfg = TransferConfig.from_yaml("recipes/transfer-digits.yaml", {"seeds": [0]})  # doctest: +SKIP
         """
-        import yaml
+        from ._recipe import read_yaml_file
 
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(
-                f"recipe {path} does not exist; pass the path of a transfer recipe YAML"
-            ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+        # Bounded, text-only, alias-bomb-safe: a binary or huge --config is one ConfigError line.
+        data = read_yaml_file(path, what="recipe", hint="pass the path of a transfer recipe YAML")
         if data is None:
             data = {}
         return cls.from_dict(data, overrides)
@@ -698,24 +690,20 @@ def transfer(
     from .data import load_splits
 
     cfg = config if isinstance(config, TransferConfig) else TransferConfig.from_yaml(config)
-    cfg.validate()
+    # Under torchrun every rank joins the process group here, before anything is read or written;
+    # rank 0 alone writes (transfer.json, results rows, report) and every rank gets its rows.
+    train_device = cfg.train.get("device", "auto") if isinstance(cfg.train, Mapping) else "auto"
+    ctx = _dist.setup(train_device)
+    _dist.together(cfg.validate)  # loads every ticket on every rank; a failure anywhere stops all
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS_FILE
-    existing = _read_results(results_path)
+    cells = _plan(cfg)
+    existing = _dist.on_main(_open_out, out, cfg, cells)
     by_cell = {r["cell"]: r for r in existing if isinstance(r.get("cell"), str)}
     by_run = {r["run"]: r for r in existing if isinstance(r.get("run"), str)}
-    atomic_write_text(out / "transfer.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
-
-    cells = _plan(cfg)
-    for cell in cells:  # a kill between "recorded" and "checkpoint removed" leaves a stale checkpoint
-        if cell.cell_id in by_cell:
-            shutil.rmtree(out / "cells" / cell.run_id / "ckpt", ignore_errors=True)
     pending = [c for c in cells if c.cell_id not in by_cell]
     bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="transfer", unit="cell",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+               disable=not progress or not ctx.main, dynamic_ncols=True)  # fmt: skip
     splits_key: tuple | None = None
     splits = None
     loaded: tuple[str, Ticket] | None = None
@@ -730,8 +718,9 @@ def transfer(
             else:
                 key = (cell.target, cell.ref.input_size)
                 if key != splits_key:  # cells are ordered by target, so each target loads once per size
-                    splits = load_splits(cell.target, input_size=cell.ref.input_size,
-                                         val_fraction=cfg.val_fraction, seed=cfg.data_seed, limit=cfg.limit)  # fmt: skip
+                    # together: a failed download on one rank stops every rank instead of leaving it waiting
+                    splits = _dist.together(load_splits, cell.target, input_size=cell.ref.input_size,
+                                            val_fraction=cfg.val_fraction, seed=cfg.data_seed, limit=cfg.limit)  # fmt: skip
                     splits_key = key
                 if loaded is None or loaded[0] != cell.ref.digest:
                     loaded = (cell.ref.digest, _load(cell.ref.spec))
@@ -740,20 +729,48 @@ def transfer(
                             f"tickets: {cell.ref.spec} changed on disk since the run was validated; re-run"
                         )
                 metrics = _run_cell(cell, loaded[1], splits, cfg, out, progress)
-            row = _row(cell, metrics, cfg)
-            append_line(results_path, json.dumps(row, allow_nan=False))
+            # Rank 0 appends the one row of this cell; every rank keeps that very row (its timing).
+            row = _dist.on_main(_record, results_path, _row(cell, metrics, cfg), out / "cells" / cell.run_id)
             by_cell[cell.cell_id] = row
             by_run.setdefault(cell.run_id, row)
-            shutil.rmtree(out / "cells" / cell.run_id / "ckpt", ignore_errors=True)
             bar.update(1)
     finally:
         bar.close()
     rows = [by_cell[c.cell_id] for c in cells]
     if report:
-        from .report import build_report
-
-        build_report(out, show=progress)
+        _dist.on_main(_report, out, progress)
     return rows
+
+
+def _open_out(out: Path, cfg: TransferConfig, cells: list[_Cell]) -> list[dict[str, Any]]:
+    """Rank 0, before any training: prepare OUT, tidy what a killed run left, write transfer.json;
+    return the rows already recorded."""
+    # A file in the way, no permission, /proc, a read-only disk: one OutputDirError line, up front.
+    prepare_out_dir(out, what="--out")
+    # Temporaries of atomic writes a killed run left behind, where this engine writes (not all of OUT,
+    # which may be a shared folder holding other programs' files).
+    remove_stale_temps(out, recursive=False)
+    remove_stale_temps(out / "cells")
+    existing = _read_results(out / RESULTS_FILE)
+    atomic_write_text(out / "transfer.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+    recorded = {r.get("cell") for r in existing}
+    for cell in cells:  # a kill between "recorded" and "checkpoint removed" leaves a stale checkpoint
+        if cell.cell_id in recorded:
+            shutil.rmtree(out / "cells" / cell.run_id / "ckpt", ignore_errors=True)
+    return existing
+
+
+def _record(results_path: Path, row: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+    """Rank 0: append the cell's row, then drop the run's checkpoint (the row now stands for it)."""
+    append_line(results_path, json.dumps(row, allow_nan=False))
+    shutil.rmtree(cell_dir / "ckpt", ignore_errors=True)
+    return row
+
+
+def _report(out: Path, show: bool) -> None:
+    from .report import build_report
+
+    build_report(out, show=show)
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -797,7 +814,8 @@ def _cli(args: argparse.Namespace) -> int:
     if args.iterations is not None:
         _replace_budget(cfg, args.iterations)
     rows = transfer(cfg, args.out, progress=not args.quiet, report=not args.no_report)
-    print(f"{len(rows)} cells recorded in {Path(args.out) / RESULTS_FILE}", file=sys.stderr)
+    if _dist.is_main():
+        print(f"{len(rows)} cells recorded in {Path(args.out) / RESULTS_FILE}", file=sys.stderr)
     return 0
 
 
@@ -806,7 +824,7 @@ def _replace_budget(cfg: TransferConfig, iterations: int) -> None:
     cannot carry over, so a step schedule becomes constant; a note says so."""
     budget_keys = ("epochs", "iterations", "milestones")
     sections = [cfg.train, *[o or {} for o in cfg.optimizers.values()]]
-    if any(sec.get("schedule") == "step" for sec in sections):
+    if any(sec.get("schedule") == "step" for sec in sections) and _dist.is_main():
         print(
             "ticket-zoo transfer: --iterations replaces the step schedule by a constant rate", file=sys.stderr
         )
