@@ -314,7 +314,7 @@ def test_build_report_writes_agreeing_csv_json_png_and_table(out_dir, capsys):
     assert len(colours) > 100  # lines, bands, text: far more than a blank or one-colour image
 
     printed = capsys.readouterr().out
-    assert "| conv4 digits[0-4] | digits[5-9] | sgd | 5% |" in printed
+    assert "| conv4-digits[0-4] | digits[5-9] | sgd | 5% |" in printed
     assert "92.00 ± 4.97" in printed  # winning at 5%
     assert "+2.67 ± 1.43 (p=0.0153, n=3)" in printed  # winning − random_ticket
     assert "96.00†" in printed  # single-seed dense under adam
@@ -353,3 +353,289 @@ def test_difference_constant_up_to_float_noise_has_no_p_value():
     (c,) = compare(rows)
     assert c["mean_diff"] == pytest.approx(100 / n)
     assert c["p_value"] is None and c["t_stat"] is None
+
+
+# --- headline, families, config refusal, split mode, plot ---------------------------------------------
+
+FAM_A = "conv4-digits04@aaaaaaaa"
+FAM_B = "conv4-digits04@bbbbbbbb"
+
+
+def _crow(control, density, seed, acc, *, family=None, target="digits[5-9]", optimizer="sgd", **train):
+    """A row as the transfer engine now writes it: family and the full train config recorded."""
+    r = _row(target, optimizer, control, density, density, seed, acc)
+    if family is not None:
+        r["family"] = family
+    r["train_config"] = {"optimizer": optimizer, "lr": 0.1, "iterations": 400, "seed": seed, **train}
+    r["new_head"] = True
+    r["input_size"] = [1, 8, 8]
+    r["data_split"] = {"val_fraction": 0.1, "data_seed": 0}
+    return r
+
+
+# winning − random_ticket per seed at each density, chosen so the answer is known by hand:
+#   0.5  -> [5, 6, 7]    mean 6,    t = 10.39, p = 0.009   (wins)
+#   0.2  -> [2, 3, 3]    mean 8/3,  t = 8,     p = 0.0153  (wins: the lowest qualifying density)
+#   0.05 -> [-5, -6, -7] mean -6,   p = 0.009              (significant, but winning is *worse*)
+#   0.02 -> [1, -1, 0.5] mean 1/6,  p ~ 0.8                (positive, not significant)
+HEADLINE_DIFFS = {
+    0.5: [5.0, 6.0, 7.0],
+    0.2: [2.0, 3.0, 3.0],
+    0.05: [-5.0, -6.0, -7.0],
+    0.02: [1.0, -1.0, 0.5],
+}
+
+
+def _headline_rows(diffs=HEADLINE_DIFFS, **kw):
+    out = []
+    for density, ds in diffs.items():
+        for seed, d in enumerate(ds):
+            base = 80.0 + seed
+            out.append(_crow("random_ticket", density, seed, base, **kw))
+            out.append(_crow("winning", density, seed, base + d, **kw))
+    return out
+
+
+def test_headline_is_lowest_density_where_winning_significantly_beats_random(tmp_path, capsys):
+    _write(tmp_path / "results.jsonl", _headline_rows())
+    report = build_report(tmp_path)
+    (h,) = report["headline"]
+    assert (h["target"], h["optimizer"]) == ("digits[5-9]", "sgd")
+    assert h["density"] == 0.2  # not 0.05 (winning worse) nor 0.02 (not significant)
+    assert h["mean_diff"] == pytest.approx(8.0 / 3.0)
+    assert h["p_value"] == pytest.approx(1 - 8.0 / math.sqrt(66.0))
+    assert h["halfwidth"] == pytest.approx(T975_DF2 * statistics.stdev([2.0, 3.0, 3.0]) / math.sqrt(3))
+    assert h["n_pairs"] == 3
+    assert h["family"] == "conv4-digits[0-4]"
+    assert "20%" in h["text"]
+    printed = capsys.readouterr().out
+    assert h["text"] in printed.splitlines()
+    assert json.loads((tmp_path / "report.json").read_text())["headline"] == report["headline"]
+
+
+def test_headline_is_null_when_no_density_qualifies(tmp_path, capsys):
+    diffs = {0.2: [1.0, -1.0, 0.5], 0.05: [-5.0, -6.0, -7.0]}
+    _write(tmp_path / "results.jsonl", _headline_rows(diffs))
+    report = build_report(tmp_path)
+    (h,) = report["headline"]
+    assert h["density"] is None
+    assert h["mean_diff"] is None and h["p_value"] is None and h["halfwidth"] is None
+    assert h["n_pairs"] is None
+    assert "no density" in h["text"]
+    assert "%" not in h["text"].split("p <")[0]  # names no density
+    assert h["text"] in capsys.readouterr().out.splitlines()
+
+
+def test_headline_line_is_in_markdown_table():
+    from ticket_zoo.report import markdown_table
+
+    entry = {"text": "headline: SENTINEL-LINE"}
+    report = {"summary": [], "comparisons": [], "matching": [], "headline": [entry]}
+    assert "headline: SENTINEL-LINE" in markdown_table(report).splitlines()
+
+
+def test_headline_single_pair_does_not_qualify(tmp_path):
+    # One seed: a big difference but no test, so no headline density.
+    _write(tmp_path / "results.jsonl", _headline_rows({0.2: [9.0]}))
+    (h,) = build_report(tmp_path, show=False)["headline"]
+    assert h["density"] is None
+
+
+def test_two_families_of_one_arch_and_source_are_two_groups(tmp_path, capsys):
+    rows = _headline_rows(family=FAM_A) + _headline_rows({0.2: [-1.0, 1.0, -0.5]}, family=FAM_B)
+    _write(tmp_path / "results.jsonl", rows)
+    report = build_report(tmp_path)
+    assert {s["family"] for s in report["summary"]} == {FAM_A, FAM_B}
+    win = [s for s in report["summary"] if s["control"] == "winning" and s["density"] == 0.2]
+    assert sorted(s["family"] for s in win) == [FAM_A, FAM_B]
+    a = _pick(win, family=FAM_A)
+    assert a["n"] == 3  # seeds of the other family are not pooled in
+    assert a["mean"] == pytest.approx(statistics.mean([82.0, 84.0, 85.0]))
+    heads = {h["family"]: h["density"] for h in report["headline"]}
+    assert heads == {FAM_A: 0.2, FAM_B: None}
+    comps = [c for c in report["comparisons"] if c["density"] == 0.2]
+    assert sorted(c["family"] for c in comps) == [FAM_A, FAM_B]
+    assert all(c["n_pairs"] == 3 and c["unpaired"] == 0 for c in comps)
+    printed = capsys.readouterr().out
+    # Same name prefix: the table must show the full family so the two rows can be told apart.
+    assert f"| {FAM_A} |" in printed and f"| {FAM_B} |" in printed
+    from ticket_zoo.report import _figure
+
+    fig = _figure(report["summary"])
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+
+
+def test_rows_without_family_fall_back_to_arch_source(tmp_path):
+    rows = _headline_rows()
+    other = _headline_rows({0.2: [2.0, 3.0, 3.0]})
+    for r in other:
+        r["source"] = "fashion"
+    _write(tmp_path / "results.jsonl", rows + other)
+    report = build_report(tmp_path, show=False)
+    assert {s["family"] for s in report["summary"]} == {"conv4-digits[0-4]", "conv4-fashion"}
+    assert {r["family"] for r in read_results(tmp_path / "results.jsonl")} == {
+        "conv4-digits[0-4]",
+        "conv4-fashion",
+    }
+
+
+@pytest.mark.parametrize(("field", "other"), [("iterations", 800), ("lr", 0.05)])
+def test_rows_differing_in_train_config_are_refused(tmp_path, field, other):
+    rows = _headline_rows()  # 24 rows
+    changed = _headline_rows({0.2: [2.0, 3.0, 3.0]}, **{field: other})  # 6 rows
+    _write(tmp_path / "results.jsonl", rows + changed)
+    with pytest.raises(ConfigError) as info:
+        build_report(tmp_path, show=False)
+    msg = str(info.value)
+    assert f"train_config.{field}" in msg
+    old = json.dumps(400 if field == "iterations" else 0.1)
+    assert f"{old} (24 rows)" in msg
+    assert f"{json.dumps(other)} (6 rows)" in msg
+    assert "--split-differing" in msg
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_rows_differing_only_in_seed_are_not_refused(tmp_path):
+    rows = _headline_rows()
+    assert len({r["train_config"]["seed"] for r in rows}) == 3
+    _write(tmp_path / "results.jsonl", rows)
+    report = build_report(tmp_path, show=False)
+    assert {s["config"] for s in report["summary"]} == {""}
+
+
+def test_different_configs_in_different_families_are_not_refused(tmp_path):
+    rows = _headline_rows(family=FAM_A) + _headline_rows(family=FAM_B, iterations=800)
+    _write(tmp_path / "results.jsonl", rows)
+    report = build_report(tmp_path, show=False)
+    assert {s["family"] for s in report["summary"]} == {FAM_A, FAM_B}
+
+
+@pytest.mark.parametrize("field", ["new_head", "input_size", "data_split", "versions"])
+def test_rows_differing_in_other_config_fields_are_refused(tmp_path, field):
+    rows = _headline_rows()
+    rows[0][field] = "something else"
+    _write(tmp_path / "results.jsonl", rows)
+    with pytest.raises(ConfigError, match=rf"{field}.*\(1 rows\)"):
+        build_report(tmp_path, show=False)
+
+
+def _split_rows():
+    return _headline_rows() + _headline_rows({0.2: [-1.0, 1.0, -0.5]}, iterations=800)
+
+
+def _check_split(report):
+    configs = {s["config"] for s in report["summary"]}
+    assert configs == {"train_config.iterations=400", "train_config.iterations=800"}
+    win = [s for s in report["summary"] if s["control"] == "winning" and s["density"] == 0.2]
+    assert len(win) == 2 and all(s["n"] == 3 for s in win)
+    heads = {h["config"]: h["density"] for h in report["headline"]}
+    assert heads == {"train_config.iterations=400": 0.2, "train_config.iterations=800": None}
+
+
+def test_split_differing_reports_variants_apart(tmp_path, capsys):
+    _write(tmp_path / "results.jsonl", _split_rows())
+    report = build_report(tmp_path, split_differing=True)
+    _check_split(report)
+    printed = capsys.readouterr().out
+    assert "[train_config.iterations=800]" in printed
+    from ticket_zoo.report import _figure
+
+    assert len([ax for ax in _figure(report["summary"]).axes if ax.get_visible()]) == 2
+
+
+def test_cli_split_differing(tmp_path, capsys):
+    from ticket_zoo.cli import main
+
+    _write(tmp_path / "results.jsonl", _split_rows())
+    assert main(["report", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "train_config.iterations" in err and "--split-differing" in err
+    assert not (tmp_path / "report.json").exists()
+    assert main(["report", str(tmp_path), "--split-differing"]) == 0
+    assert "[train_config.iterations=400]" in capsys.readouterr().out
+    _check_split(json.loads((tmp_path / "report.json").read_text()))
+
+
+def test_concatenated_results_files_with_different_configs_are_refused(tmp_path):
+    first, second = tmp_path / "run1", tmp_path / "run2"
+    first.mkdir()
+    second.mkdir()
+    _write(first / "results.jsonl", _headline_rows())
+    _write(second / "results.jsonl", _headline_rows(lr=0.01))
+    build_report(first, show=False)  # each file alone is fine
+    build_report(second, show=False)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "results.jsonl").write_bytes(
+        (first / "results.jsonl").read_bytes() + (second / "results.jsonl").read_bytes()
+    )
+    with pytest.raises(ConfigError, match=r"train_config\.lr is 0\.01 \(24 rows\), 0\.1 \(24 rows\)"):
+        build_report(merged, show=False)
+
+
+def test_plot_panels_share_one_y_range(rows):
+    from ticket_zoo.report import _figure, _y_limits
+
+    summary = summarize(rows)
+    fig = _figure(summary)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 3  # the three settings of HAND_ROWS
+    limits = {ax.get_ylim() for ax in axes}
+    assert len(limits) == 1
+    ((lo, hi),) = limits
+    assert (lo, hi) == pytest.approx(_y_limits(summary))
+    assert lo <= min(s["ci95_low"] for s in summary)  # the lowest panel (fashion, 60%) fits
+    # Interval ends above 100% (random_ticket's outlier seed) are clipped at 100 plus padding.
+    assert hi >= min(max(s["ci95_high"] for s in summary), 100.0)
+    assert max(s["ci95_high"] for s in summary) > 100.0 >= max(s["mean"] for s in summary)
+
+
+def test_plot_draws_error_bars_with_a_single_density():
+    from matplotlib.container import ErrorbarContainer
+
+    from ticket_zoo.report import _figure
+
+    rows = [_row("t", "sgd", "winning", 0.1, 0.1, s, a) for s, a in enumerate([90.0, 92.0, 94.0])]
+    rows += [_row("t", "sgd", "random_ticket", 0.1, 0.1, s, a) for s, a in enumerate([85.0, 86.0, 90.0])]
+    summary = summarize(rows)
+    (ax,) = [ax for ax in _figure(summary).axes if ax.get_visible()]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2
+    win = _pick(summary, control="winning")
+    lengths = []
+    for bar in bars:
+        assert bar.has_yerr
+        (segments,) = [lc.get_segments() for lc in bar.lines[2]]
+        assert len(segments) == 1  # one density, one bar
+        lengths.append(abs(segments[0][1][1] - segments[0][0][1]))
+    rnd = _pick(summary, control="random_ticket")
+    assert sorted(lengths) == pytest.approx(sorted([2 * win["halfwidth"], 2 * rnd["halfwidth"]]))
+    assert min(lengths) > 1.0
+    lo, hi = ax.get_xlim()
+    assert lo < 0.1 < hi
+
+
+# --- ticket families (transfer engine) -----------------------------------------------------------------
+
+
+def test_ticket_family_same_for_one_find_run_and_differs_by_recipe():
+    from types import SimpleNamespace
+
+    from ticket_zoo.transfer_engine import _ticket_family
+
+    recipe = {"arch": "conv4", "source": "digits[0-4]", "train": {"iterations": 400, "lr": 0.1}}
+    t = SimpleNamespace(meta={"recipe": recipe})
+    a = _ticket_family(t, "conv4-digits04-5pct")
+    b = _ticket_family(t, "conv4-digits04-20pct")
+    assert a == b
+    assert a.startswith("conv4-digits04@") and len(a.split("@")[1]) == 8
+    int(a.split("@")[1], 16)
+    other = SimpleNamespace(meta={"recipe": {**recipe, "train": {"iterations": 800, "lr": 0.1}}})
+    assert _ticket_family(other, "conv4-digits04-5pct") != a
+    # Runtime-only fields (device) do not make a different find run.
+    on_gpu = SimpleNamespace(meta={"recipe": {**recipe, "device": "cuda"}})
+    assert _ticket_family(on_gpu, "conv4-digits04-5pct") == a
+    # A different name prefix is a different family even with the same recipe.
+    assert _ticket_family(t, "conv4-digits59-5pct") != a
+    # No recipe: the bare prefix.
+    assert _ticket_family(SimpleNamespace(meta={}), "conv4-digits04-12.5pct") == "conv4-digits04"

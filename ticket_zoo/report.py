@@ -12,10 +12,20 @@ turns those rows into
 
 and writes them as ``report.csv``, ``report.json``, ``report.png`` and a markdown table.
 
-A *setting* is ``(arch, source, target, optimizer)``: a ticket family (architecture and source task)
-transferred to one target with one optimizer. Keeping ``arch`` and ``source`` in the key means a
-results file holding tickets from several sources (the point of Morcos et al.) is never averaged
-across sources. Accuracies are percent (0..100).
+A *setting* is ``(family, arch, source, target, optimizer, config)``: one ticket family transferred
+to one target with one optimizer. The family is the find run (or catalogue family) the tickets came
+from, recorded in each row by the transfer engine as ``NAME-PREFIX@HASH`` (ticket name without its
+``-NNpct`` suffix, plus a hash of the find recipe); rows written before it existed fall back to
+``ARCH-SOURCE``. So two find runs of the same architecture on the same source are two curves, and a
+results file holding tickets from several sources is never averaged across sources.
+
+The report never pools rows that were produced differently: within a ``(family, target,
+optimizer)`` every row must record the same ``train_config``, ``new_head``, ``input_size``,
+``data_split`` and ``versions`` (see :data:`CONFIG_FIELDS`; rows lacking one count as "not
+recorded"). Concatenated or merged results files that break this make :func:`build_report` raise a
+:class:`~ticket_zoo.errors.ConfigError` naming the field, the values and their row counts, unless
+``split_differing=True``: then each variant becomes its own setting, its ``config`` naming the
+differing values (``config`` is ``""`` when nothing differs). Accuracies are percent (0..100).
 
 Example::
 
@@ -46,6 +56,7 @@ from .errors import ConfigError
 
 __all__ = [
     "CONTROL_ORDER",
+    "CONFIG_FIELDS",
     "read_results",
     "summarize",
     "compare",
@@ -59,15 +70,19 @@ CONTROL_ORDER: tuple[str, ...] = ("winning", "random_ticket", "reinit", "random_
 #: Baselines ``build_report`` compares the winning ticket against, when present in the results.
 BASELINES: tuple[str, ...] = ("random_ticket", "reinit", "random_mask")
 
-_SETTING = ("arch", "source", "target", "optimizer")
+_SETTING = ("family", "arch", "source", "target", "optimizer", "config")
+#: Row fields that must agree before rows of one (family, target, optimizer) are pooled or compared.
+CONFIG_FIELDS: tuple[str, ...] = ("train_config", "new_head", "input_size", "data_split", "versions")
+_NOT_RECORDED = "(not recorded)"
+_PER_CELL_FIELDS = ("train_config.seed",)  # vary across the seeds of one setting by design
 _REQUIRED = ("target", "optimizer", "control", "density", "seed", "test_acc")
 # Fixed per control so a colour means the same thing in every panel and every report.
-_STYLE: dict[str, tuple[str, str]] = {
-    "winning": ("#1f77b4", "o"),
-    "random_ticket": ("#d62728", "s"),
-    "reinit": ("#2ca02c", "^"),
-    "random_mask": ("#9467bd", "D"),
-    "dense": ("#444444", ""),
+_STYLE: dict[str, tuple[str, str, str]] = {  # control -> (colour, marker, line style)
+    "winning": ("#1f77b4", "o", "-"),
+    "random_ticket": ("#d62728", "s", "--"),
+    "reinit": ("#2ca02c", "^", ":"),
+    "random_mask": ("#9467bd", "D", "-."),
+    "dense": ("#444444", "", "--"),
 }
 _FALLBACK_COLOURS = ("#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 _DENSITY_DIGITS = 10  # densities are keyed after rounding so 0.05 and 0.05000000000001 agree
@@ -93,6 +108,9 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
     for key in ("arch", "source"):
         # Optional for hand-made files; "-" keeps them groupable and printable.
         out[key] = str(row.get(key) or "-")
+    # Rows written before families were recorded: one family per architecture and source.
+    out["family"] = str(row.get("family") or f"{out['arch']}-{out['source']}")
+    out["config"] = ""  # set by _separate_configs when split_differing labels variants apart
     density = row["density"]
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
         raise ConfigError(
@@ -161,8 +179,59 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # --- statistics ----------------------------------------------------------------------------------------
 
 
-def _normalise(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [_check_row(r, f"row {i}") for i, r in enumerate(rows)]
+def _normalise(rows: Iterable[dict[str, Any]], split_differing: bool = False) -> list[dict[str, Any]]:
+    return _separate_configs([_check_row(r, f"row {i}") for i, r in enumerate(rows)], split_differing)
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict) and value:
+        for k in sorted(value, key=str):
+            _flatten(value[k], f"{prefix}.{k}", out)
+    else:
+        out[prefix] = json.dumps(value, sort_keys=True, default=str)
+
+
+def _config_signature(row: dict[str, Any]) -> dict[str, str]:
+    """Dotted field -> JSON text of everything in :data:`CONFIG_FIELDS`, e.g. ``train_config.lr``."""
+    flat: dict[str, str] = {}
+    for name in CONFIG_FIELDS:
+        if name in row:
+            _flatten(row[name], name, flat)
+        else:
+            flat[name] = _NOT_RECORDED
+    # The seed is the unit of replication (it is paired on), not a config difference.
+    for per_cell in _PER_CELL_FIELDS:
+        flat.pop(per_cell, None)
+    return flat
+
+
+def _separate_configs(rows: list[dict[str, Any]], split: bool) -> list[dict[str, Any]]:
+    """Refuse (or, with ``split``, label apart) rows of one setting whose configs differ."""
+    by_setting: dict[tuple, list[tuple[dict[str, Any], dict[str, str]]]] = {}
+    for r in rows:
+        key = (r["family"], r["target"], r["optimizer"])
+        by_setting.setdefault(key, []).append((r, _config_signature(r)))
+    for (family, target, optimizer), items in sorted(by_setting.items()):
+        fields = sorted({f for _, sig in items for f in sig})
+        differing = [f for f in fields if len({sig.get(f, _NOT_RECORDED) for _, sig in items}) > 1]
+        if not differing:
+            continue
+        if not split:
+            first = differing[0]
+            counts: dict[str, int] = {}
+            for _, sig in items:
+                counts[sig.get(first, _NOT_RECORDED)] = counts.get(sig.get(first, _NOT_RECORDED), 0) + 1
+            values = ", ".join(f"{v} ({n} rows)" for v, n in sorted(counts.items()))
+            more = f" (also differing: {', '.join(differing[1:])})" if len(differing) > 1 else ""
+            raise ConfigError(
+                f"results for {family} → {target}, {optimizer} mix different configs and would be averaged "
+                f"together: {first} is {values}{more}. Rows from different transfer runs cannot be pooled; "
+                "report them as separate groups with `ticket-zoo report --split-differing` "
+                "(build_report(..., split_differing=True)) or keep the runs in separate results files"
+            )
+        for r, sig in items:
+            r["config"] = "; ".join(f"{f}={sig.get(f, _NOT_RECORDED)}" for f in differing)
+    return rows
 
 
 def _control_rank(control: str) -> tuple[int, str]:
@@ -369,6 +438,88 @@ def _matching(summary: list[dict[str, Any]], tolerance: float, control: str) -> 
     return out
 
 
+def _family_labels(families: Iterable[str]) -> dict[str, str]:
+    """Family -> display name: the name prefix alone unless two families in view share it."""
+    families = set(families)
+    prefixes = [f.rsplit("@", 1)[0] for f in families]
+    return {f: (p if prefixes.count(p) == 1 else f) for f, p in zip(families, prefixes, strict=True)}
+
+
+def _where(row: dict[str, Any], labels: dict[str, str], *, target: bool = True) -> str:
+    text = labels.get(row["family"], row["family"])
+    if target:
+        text += f" → {row['target']}, {row['optimizer']}"
+    return f"{text} [{row['config']}]" if row.get("config") else text
+
+
+def _headline(
+    comparisons: list[dict[str, Any]],
+    *,
+    control: str = "winning",
+    baseline: str = "random_ticket",
+    alpha: float = 0.05,
+) -> list[dict[str, Any]]:
+    """Per setting, the lowest density where ``control`` beats ``baseline`` (mean > 0, paired p < alpha).
+
+    One entry per setting that has a ``control`` − ``baseline`` comparison; ``density`` (and the
+    difference, interval and p-value at it) is None when no density qualifies. ``text`` is the
+    one-line sentence the terminal table prints.
+
+    Example::
+
+        >>> mk = lambda d, s, diff, p: dict(family="f", arch="a", source="s", target="t", optimizer="sgd",
+        ...     config="", control="winning", baseline="random_ticket", density=d, mean_diff=diff,
+        ...     halfwidth=1.0, p_value=p, n_pairs=3)
+        >>> h = _headline([mk(0.5, 0, 5.0, 0.01), mk(0.1, 0, 3.0, 0.02), mk(0.02, 0, 1.0, 0.3)])[0]
+        >>> h["density"], h["text"]
+        (0.1, 'headline: f → t, sgd: lowest density where winning beats random_ticket (p < 0.05): 10% of weights remaining (+3.0 ± 1.0 points, p=0.02)')
+    """
+    labels = _family_labels(c["family"] for c in comparisons)
+    by_setting: dict[tuple, list[dict[str, Any]]] = {}
+    for c in comparisons:
+        if c["control"] == control and c["baseline"] == baseline:
+            by_setting.setdefault(tuple(c[k] for k in _SETTING), []).append(c)
+    out = []
+    for key, items in sorted(by_setting.items()):
+        wins = [
+            c
+            for c in items
+            if c["mean_diff"] is not None
+            and c["mean_diff"] > 0
+            and c["p_value"] is not None
+            and c["p_value"] < alpha
+        ]
+        best = min(wins, key=lambda c: c["density"]) if wins else None
+        entry = {
+            **_setting_dict(key),
+            "control": control,
+            "baseline": baseline,
+            "alpha": alpha,
+            "density": best["density"] if best else None,
+            "mean_diff": best["mean_diff"] if best else None,
+            "halfwidth": best["halfwidth"] if best else None,
+            "p_value": best["p_value"] if best else None,
+            "n_pairs": best["n_pairs"] if best else None,
+        }
+        entry["text"] = _headline_text(entry, labels)
+        out.append(entry)
+    return out
+
+
+def _headline_text(h: dict[str, Any], labels: dict[str, str]) -> str:
+    where = _where(h, labels)
+    if h["density"] is None:
+        return (
+            f"headline: {where}: no density where {h['control']} beats {h['baseline']} at p < {h['alpha']:g}"
+        )
+    return (
+        # "lowest density where", not "down to": denser levels may well be ties (it says nothing of them).
+        f"headline: {where}: lowest density where {h['control']} beats {h['baseline']} (p < {h['alpha']:g}): "
+        f"{100 * h['density']:.3g}% of weights remaining ({h['mean_diff']:+.1f} ± {h['halfwidth']:.1f} points, "
+        f"p={h['p_value']:.2g})"
+    )
+
+
 # --- writing -----------------------------------------------------------------------------------------
 
 
@@ -406,7 +557,8 @@ def markdown_table(report: dict[str, list[dict[str, Any]]]) -> str:
     summary, comparisons = report["summary"], report["comparisons"]
     controls = sorted({s["control"] for s in summary}, key=_control_rank)
     baseline = next((b for b in BASELINES if any(c["baseline"] == b for c in comparisons)), None)
-    head = ["ticket", "target", "optimizer", "density", *controls]
+    labels = _family_labels(s["family"] for s in summary)
+    head = ["ticket family", "target", "optimizer", "density", *controls]
     if baseline:
         head.append(f"winning − {baseline} (p)")
     cells: dict[tuple, dict[str, str]] = {}
@@ -421,8 +573,9 @@ def markdown_table(report: dict[str, list[dict[str, Any]]]) -> str:
             cells.setdefault(key, {})["diff"] = f"{text} ({p}, n={c['n_pairs']})"
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in sorted(cells, key=lambda k: (*k[:-1], -k[-1])):
-        arch, source, target, opt, density = key
-        row = [f"{arch} {source}", target, opt, _fmt_density(density)]
+        family, _arch, _source, target, opt, config, density = key
+        name = labels.get(family, family) + (f" [{config}]" if config else "")
+        row = [name, target, opt, _fmt_density(density)]
         row += [cells[key].get(c, "") for c in controls]
         if baseline:
             row.append(cells[key].get("diff", ""))
@@ -431,8 +584,10 @@ def markdown_table(report: dict[str, list[dict[str, Any]]]) -> str:
     lines.append(
         "Cells: mean test accuracy (%) ± half-width of the 95% Student-t interval over seeds; † = one seed, no interval."
     )
+    for h in report.get("headline", []):
+        lines.append(h["text"])
     for m in report["matching"]:
-        where = f"{m['arch']} {m['source']} → {m['target']}, {m['optimizer']}"
+        where = _where(m, labels)
         if m["dense_mean"] is None:
             lines.append(f"- {where}: matching sparsity n/a (no dense run)")
         elif m["matching_density"] is None:
@@ -448,70 +603,124 @@ def markdown_table(report: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _style(control: str, unknown: list[str]) -> tuple[str, str]:
+def _style(control: str, unknown: list[str]) -> tuple[str, str, str]:
     if control in _STYLE:
         return _STYLE[control]
-    return _FALLBACK_COLOURS[unknown.index(control) % len(_FALLBACK_COLOURS)], "v"
+    return _FALLBACK_COLOURS[unknown.index(control) % len(_FALLBACK_COLOURS)], "v", (0, (5, 1, 1, 1))
 
 
-def _plot(path: Path, summary: list[dict[str, Any]]) -> None:
-    # The object API with an explicit Agg canvas: no pyplot global state, no display needed.
+def _y_limits(summary: list[dict[str, Any]]) -> tuple[float, float]:
+    """One y range for every panel: all means and interval ends, padded; at least 2 points tall."""
+    values = [v for s in summary for v in (s["mean"], s["ci95_low"], s["ci95_high"])]
+    lo, hi = (min(values), max(values)) if values else (0.0, 100.0)
+    pad = max(0.06 * (hi - lo), 0.5)
+    if hi - lo + 2 * pad < 2.0:
+        pad = (2.0 - (hi - lo)) / 2
+    return max(lo - pad, 0.0 if lo >= 0 else lo - pad), min(hi + pad, 100.0 + pad)
+
+
+def _bars_caption(summary: list[dict[str, Any]]) -> str:
+    ns = sorted({s["n"] for s in summary})
+    if not ns or ns == [1]:
+        return "one seed per point: no interval"
+    seeds = f"{ns[0]} seeds" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} seeds"
+    one = "; single-seed points have no bar" if ns[0] == 1 else ""
+    return f"bars: mean ± 95% t interval over {seeds}{one}"
+
+
+def _figure(summary: list[dict[str, Any]]) -> Any:
+    """The report plot as a matplotlib ``Figure`` (Agg canvas; no pyplot state): one panel per setting.
+
+    Every panel shares one y range (:func:`_y_limits`) so panels compare at a glance. Tickets and
+    controls are lines with 95% t-interval error bars, each control with its own colour, marker and
+    line style and a small horizontal offset so overlapping bars stay readable; dense is a dashed
+    level with a shaded band.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     panels: dict[tuple, list[dict[str, Any]]] = {}
     for s in summary:
         panels.setdefault(tuple(s[k] for k in _SETTING), []).append(s)
+    labels = _family_labels(s["family"] for s in summary)
     controls = sorted({s["control"] for s in summary}, key=_control_rank)
     unknown = [c for c in controls if c not in _STYLE]
+    lined = [c for c in controls if c != "dense"]
+    ylim = _y_limits(summary)
     ncols = min(3, max(1, len(panels)))
     nrows = max(1, math.ceil(len(panels) / ncols))
-    fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows + 0.8), dpi=120, layout="constrained")
+    fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows + 0.9), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, (key, items) in zip(axes.flat, sorted(panels.items()), strict=False):
-        densities = sorted({s["density"] for s in items})
+        densities = sorted({s["density"] for s in items if s["control"] != "dense"}) or [1.0]
         for control in controls:
             pts = sorted((s for s in items if s["control"] == control), key=lambda s: s["density"])
             if not pts:
                 continue
-            colour, marker = _style(control, unknown)
+            colour, marker, ls = _style(control, unknown)
             if control == "dense":
-                # Dense has one density: draw it as a reference level across the whole panel.
+                # Dense has one density: a reference level with its interval across the whole panel.
                 for p in pts:
-                    ax.axhline(p["mean"], color=colour, ls="--", lw=1.5, zorder=2)
+                    ax.axhline(p["mean"], color=colour, ls=ls, lw=1.4, zorder=2)
                     ax.axhspan(p["ci95_low"], p["ci95_high"], color=colour, alpha=0.12, lw=0, zorder=1)
                 continue
-            x = [p["density"] for p in pts]
-            ax.fill_between(
-                x, [p["ci95_low"] for p in pts], [p["ci95_high"] for p in pts], color=colour, alpha=0.2, lw=0
+            # Dodge each control a little along the log x axis so four overlapping bars stay apart.
+            shift = 10 ** (0.012 * (lined.index(control) - (len(lined) - 1) / 2))
+            x = [p["density"] * shift for p in pts]
+            ax.errorbar(
+                x,
+                [p["mean"] for p in pts],
+                yerr=[p["halfwidth"] for p in pts],
+                color=colour,
+                marker=marker,
+                ms=5,
+                ls=ls,
+                lw=1.6,
+                capsize=3,
+                elinewidth=1.2,
+                zorder=3,
+                label=control,
             )
-            ax.plot(x, [p["mean"] for p in pts], color=colour, marker=marker, ms=5, lw=1.8, zorder=3)
         ax.set_xscale("log")
-        lo = min(densities)
-        ax.set_xlim(lo / 1.25 if lo < 1 else 0.5, 1.25)
-        # 1-2-5 ticks per decade in percent: readable for any grid of densities, never colliding.
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        lo, hi = densities[0], densities[-1]
+        ax.set_xlim(lo / 1.5, max(hi * 1.5, 1.1) if hi >= 0.5 else hi * 1.5)
+        # Tick the densities themselves, or 1-2-5 per decade when there are many: never colliding.
+        if len(densities) <= 8:  # few densities (or one): tick exactly those
+            ax.xaxis.set_major_locator(FixedLocator(densities))
+        else:
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:.3g}%"))
+        ax.set_ylim(*ylim)
         ax.set_xlabel("weights remaining (log scale)")
         ax.set_ylabel("test accuracy (%)")
-        arch, source, target, opt = key
-        ax.set_title(f"{arch}: {source} → {target}\noptimizer: {opt}", fontsize=10)
+        family, _arch, _source, target, opt, config = key
+        title = f"{labels.get(family, family)} → {target}\noptimizer: {opt}"
+        if config:
+            title += f"\n{config}"
+        ax.set_title(title, fontsize=9 if config else 10)
         ax.grid(True, which="major", alpha=0.35)
-    handles = []
+    handles: list[Any] = []
     for control in controls:
-        colour, marker = _style(control, unknown)
-        ls = "--" if control == "dense" else "-"
-        handles.append(Line2D([], [], color=colour, marker=marker or None, ls=ls, lw=1.8, label=control))
+        colour, marker, ls = _style(control, unknown)
+        if control == "dense":
+            handles.append(Line2D([], [], color=colour, ls=ls, lw=1.4, label="dense (band: 95% CI)"))
+        else:
+            handles.append(Line2D([], [], color=colour, marker=marker, ls=ls, lw=1.6, label=control))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
     fig.suptitle(
-        "Ticket transfer: test accuracy vs weights remaining (bands: 95% CI over seeds)", fontsize=11
+        f"Ticket transfer: test accuracy vs weights remaining ({_bars_caption(summary)})", fontsize=11
     )
+    return fig
+
+
+def _plot(path: Path, summary: list[dict[str, Any]]) -> None:
+    fig = _figure(summary)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
     atomic_write_bytes(path, png.getvalue())
@@ -523,19 +732,27 @@ def build_report(
     results_name: str = "results.jsonl",
     show: bool = True,
     tolerance: float = 1.0,
+    split_differing: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Read ``OUT/results.jsonl`` and write ``report.csv``, ``report.json`` and ``report.png`` beside it.
 
     Comparisons are winning minus each baseline present (``random_ticket``, ``reinit``,
-    ``random_mask``); matching sparsity uses ``tolerance`` accuracy points. Prints a markdown table
-    when ``show``. Returns ``{"summary": [...], "comparisons": [...], "matching": [...]}``, the same
-    dict that ``report.json`` holds.
+    ``random_mask``); matching sparsity uses ``tolerance`` accuracy points; ``headline`` holds, per
+    setting, the lowest density where winning beats ``random_ticket`` (mean difference > 0, paired
+    t-test p < 0.05) or None, with the sentence the table prints (``text``). Prints a markdown table
+    and the headline lines when ``show``. Returns ``{"summary": [...], "comparisons": [...],
+    "matching": [...], "headline": [...]}``, the same dict that ``report.json`` holds.
+
+    Rows of one (family, target, optimizer) that differ in any of :data:`CONFIG_FIELDS` (e.g. two
+    transfer runs with different budgets appended to one results file) raise
+    :class:`~ticket_zoo.errors.ConfigError` naming the field and values; with ``split_differing``
+    they are reported as separate settings instead.
 
     Example::
 
         >>> report = build_report("runs/conv4-digits", show=False)  # doctest: +SKIP
         >>> sorted(report)  # doctest: +SKIP
-        ['comparisons', 'matching', 'summary']
+        ['comparisons', 'headline', 'matching', 'summary']
     """
     out = Path(out_dir)
     if not out.is_dir():
@@ -548,6 +765,7 @@ def build_report(
             f"{out / results_name} holds no results yet; run or resume `ticket-zoo transfer` first"
         )
     _check_tolerance(tolerance)
+    rows = _separate_configs(rows, split_differing)
     # read_results has checked the rows already: group them once for every statistic.
     groups = _per_seed(rows)
     summary = _summarize(groups)
@@ -557,6 +775,7 @@ def build_report(
         "comparisons": [c for b in BASELINES if b in present for c in _compare(groups, b, "winning")],
         "matching": _matching(summary, tolerance, "winning"),
     }
+    report["headline"] = _headline(report["comparisons"])
     _write_csv(out / "report.csv", report)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     atomic_write_text(out / "report.json", text)
@@ -570,7 +789,13 @@ def build_report(
 
 
 def _cli(args: argparse.Namespace) -> int:
-    build_report(args.out_dir, results_name=args.results_name, show=not args.quiet, tolerance=args.tolerance)
+    build_report(
+        args.out_dir,
+        results_name=args.results_name,
+        show=not args.quiet,
+        tolerance=args.tolerance,
+        split_differing=args.split_differing,
+    )
     return 0
 
 
@@ -600,6 +825,12 @@ def register_cli(subparsers: Any) -> None:
         type=float,
         default=1.0,
         help="accuracy points within dense that count as matching (default: %(default)s)",
+    )
+    p.add_argument(
+        "--split-differing",
+        action="store_true",
+        help="report rows whose train config, data split or versions differ as separate groups "
+        "instead of refusing to pool them",
     )
     p.add_argument("--quiet", action="store_true", help="do not print the markdown table")
     p.set_defaults(func=_cli)
