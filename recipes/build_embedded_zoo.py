@@ -13,6 +13,7 @@ which ``--check`` verifies.
 Usage:
     python recipes/build_embedded_zoo.py                      # run all recipes, write files and cards
     python recipes/build_embedded_zoo.py --only conv4-digits04
+    python recipes/build_embedded_zoo.py --new-only           # add new entries, keep the shipped bytes
     python recipes/build_embedded_zoo.py --check              # re-run, compare with the shipped sha256s
 """
 
@@ -31,13 +32,17 @@ from ticket_zoo import zoo  # noqa: E402
 from ticket_zoo._io import atomic_write_bytes  # noqa: E402
 from ticket_zoo.hub import sha256_hex  # noqa: E402
 
-# recipe (relative to the repo root) -> target percents of weights remaining
+# recipe (relative to the repo root) -> target percents of weights remaining. The last target is the
+# sparsest level of the family (~1.5%), where the lottery-ticket effect shows on digits.
 RECIPES: dict[str, tuple[float, ...]] = {
-    "recipes/lenet_300_100-digits04.yaml": (51, 20, 5),
-    "recipes/lenet_300_100-digits.yaml": (51, 20, 5),
-    "recipes/conv4-digits04.yaml": (51, 20, 5),
-    "recipes/conv4-digits.yaml": (51, 20, 5),
+    "recipes/lenet_300_100-digits04.yaml": (51, 20, 5, 1.5),
+    "recipes/lenet_300_100-digits.yaml": (51, 20, 5, 1.5),
+    "recipes/conv4-digits04.yaml": (51, 20, 6, 1.5),
+    "recipes/conv4-digits.yaml": (51, 20, 6, 1.5),
 }
+#: Where every family's find run stops (``target_density``; not part of a run's fingerprint, so it
+#: extends a finished run and leaves the earlier levels untouched): deep enough for the last target.
+STOP_DENSITY = 0.016
 
 
 def pick_levels(rows: list[dict[str, Any]], targets: tuple[float, ...]) -> list[dict[str, Any]]:
@@ -47,6 +52,8 @@ def pick_levels(rows: list[dict[str, Any]], targets: tuple[float, ...]) -> list[
         >>> rows = [{"level": i, "density": 0.8 ** i} for i in range(15)]
         >>> [r["level"] for r in pick_levels(rows, (51, 20, 5))]
         [3, 7, 13]
+        >>> [r["level"] for r in pick_levels(rows, (51, 20, 5, 1.5))]
+        [3, 7, 13, 14]
     """
     picked: dict[int, dict[str, Any]] = {}
     for target in targets:
@@ -56,17 +63,26 @@ def pick_levels(rows: list[dict[str, Any]], targets: tuple[float, ...]) -> list[
 
 
 def run_recipe(recipe: str, runs_dir: Path, progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or resume) ``recipe`` into ``runs_dir/<recipe stem>``; return its summary rows."""
+    """Run (or resume) ``recipe`` into ``runs_dir/<recipe stem>``, down to ``STOP_DENSITY``; return its summary rows."""
     import torch
 
-    from ticket_zoo.find import find_tickets
+    from ticket_zoo.find import FindConfig, find_tickets
 
     # One thread: CPU float reductions may be split differently with another thread count, and the
     # shipped bytes must not depend on how many cores the builder had.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    out = runs_dir / Path(recipe).stem
     try:
-        return find_tickets(ROOT / recipe, runs_dir / Path(recipe).stem, progress=progress)
+        rows = find_tickets(ROOT / recipe, out, progress=progress)
+        config = FindConfig.from_yaml(ROOT / recipe)
+        if config.target_density is not None and config.target_density > STOP_DENSITY:
+            # Two steps: the recipe's own levels first (their tickets record the recipe as written, so
+            # they keep the bytes they had before the zoo went deeper), then the run extended to
+            # STOP_DENSITY (target_density is not fingerprinted: the finished levels are kept).
+            deeper = FindConfig.from_yaml(ROOT / recipe, overrides={"target_density": STOP_DENSITY})
+            rows = find_tickets(deeper, out, progress=progress)
+        return rows
     finally:
         torch.set_num_threads(threads)
 
@@ -106,11 +122,14 @@ def build(
     embedded_dir: Path | None = None,
     write: bool = True,
     progress: bool = True,
+    new_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the recipes, then (``write``) install the picked tickets and their cards; return the entries.
 
     Embedded cards of a rebuilt recipe that the new build no longer produces are removed with their
-    files, so the package never ships an orphan.
+    files, so the package never ships an orphan. With ``new_only`` only entries that have no card yet
+    are written and nothing is removed: the shipped tickets keep their bytes (a build on other library
+    versions than theirs would change them).
     """
     embedded_dir = embedded_dir or zoo.embedded_dir()
     recipes = recipes or list(RECIPES)
@@ -122,6 +141,13 @@ def build(
             produced = entries_for(recipe, rows, RECIPES.get(recipe, (51, 20, 5)))
             entries += [e for e, _ in produced]
             if not write:
+                continue
+            if new_only:
+                for entry, data in produced:
+                    if not (cards_dir / f"{entry['name']}.md").exists():
+                        path = atomic_write_bytes(embedded_dir / entry["embedded"], data)
+                        path.chmod(0o644)
+                        zoo.write_card(entry, cards_dir)
                 continue
             names = {e["name"] for e, _ in produced}
             for old in zoo.list_tickets(cards_dir=cards_dir):
@@ -170,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the find runs go (resumable)",
     )
     parser.add_argument("--check", action="store_true", help="re-run and compare with the shipped sha256s")
+    parser.add_argument(
+        "--new-only",
+        action="store_true",
+        help="write only entries that have no card yet; keep every shipped ticket's bytes",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     recipes = list(RECIPES)
@@ -184,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = check(recipes, runs_dir=None, progress=not args.quiet)
         print("\n".join(problems) or "embedded zoo reproduces bit-identically")
         return 1 if problems else 0
-    for entry in build(recipes, runs_dir=args.runs_dir, progress=not args.quiet):
+    for entry in build(recipes, runs_dir=args.runs_dir, progress=not args.quiet, new_only=args.new_only):
         print(f"{entry['name']:<32} density {100 * entry['density']:6.2f}%  sha256 {entry['sha256'][:16]}")
     return 0
 

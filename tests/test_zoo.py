@@ -374,17 +374,23 @@ def test_embedded_zoo_regenerates_bit_identically(tmp_path) -> None:
 
     shipped = [e for e in _embedded_entries() if e["recipe"] == CHEAPEST_RECIPE]
     assert shipped, f"no embedded entry comes from {CHEAPEST_RECIPE}"
-    recorded = zoo.load_named(shipped[0]["name"], cards_dir=CARDS).meta["versions"]
     here = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
-    if any(recorded.get(k) != v for k, v in here.items()):
-        # the ticket records these versions, so its bytes can only match on the same ones
-        pytest.skip(f"shipped tickets were built with {recorded}; this environment has {here}")
+    # A ticket records the versions it was built with, so its bytes can only match on the same ones;
+    # the zoo may hold entries built on different versions: compare those built on this one.
+    comparable = set()
+    for e in shipped:
+        recorded = zoo.load_named(e["name"], cards_dir=CARDS).meta["versions"]
+        if all(recorded.get(k) == v for k, v in here.items()):
+            comparable.add(e["name"])
+    if not comparable:
+        pytest.skip(f"no shipped ticket of {CHEAPEST_RECIPE} was built with this environment's {here}")
     spec = importlib.util.spec_from_file_location(
         "build_embedded_zoo", ROOT / "recipes/build_embedded_zoo.py"
     )
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
-    assert builder.check([CHEAPEST_RECIPE], runs_dir=tmp_path, progress=False) == []
+    problems = builder.check([CHEAPEST_RECIPE], runs_dir=tmp_path, progress=False)
+    assert [p for p in problems if p.split(":")[0] in comparable] == []
 
 
 # --- hostile or broken cards: one short error line, never a traceback or a flood --------------------

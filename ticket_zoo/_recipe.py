@@ -116,3 +116,75 @@ def read_yaml_file(path: str | os.PathLike, *, what: str = "recipe", hint: str =
     if "\x00" in text:
         raise ConfigError(f"{name} is not a text file (it holds NUL bytes); pass the YAML recipe")
     return parse_yaml_text(text, name)
+
+
+#: The ``recipes/`` shipped with the package (``ticket_zoo/recipes`` in a wheel; the repo's ``recipes/``).
+RECIPES_PACKAGE_DIR = "recipes"
+
+
+def recipes_dir() -> Path | None:
+    """Where the shipped recipes live: ``ticket_zoo/recipes`` in an installed wheel, else the repo's ``recipes/``.
+
+    Example:
+        >>> (recipes_dir() / "transfer-digits.yaml").is_file()
+        True
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / RECIPES_PACKAGE_DIR, here.parent / RECIPES_PACKAGE_DIR):
+        if (candidate / "transfer-digits.yaml").is_file():
+            return candidate
+    return None
+
+
+def shipped_recipes() -> list[str]:
+    """The names (without ``.yaml``) of the recipes shipped with the package.
+
+    Example:
+        >>> "transfer-digits" in shipped_recipes()
+        True
+    """
+    directory = recipes_dir()
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory is not None else []
+
+
+def resolve_recipe(spec: str | os.PathLike) -> Path:
+    """The recipe file ``spec`` names: an existing path as is, else a shipped recipe by name.
+
+    ``spec`` may be a path (``recipes/transfer-digits.yaml``, ``./my.yaml``), or the name of a recipe
+    shipped inside the package with or without ``.yaml`` (``transfer-digits``,
+    ``transfer-digits.yaml``); ``recipes/NAME.yaml`` that is not there (outside the repository)
+    also falls back to the shipped copy. Anything else is returned unchanged, so reading it says
+    that it does not exist and lists the shipped names.
+
+    Example:
+        >>> resolve_recipe("transfer-digits").name
+        'transfer-digits.yaml'
+        >>> resolve_recipe("recipes/transfer-digits.yaml").is_file()
+        True
+    """
+    path = Path(spec)
+    try:
+        if path.exists():
+            return path
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return path
+    parent = path.parent.as_posix()
+    directory = recipes_dir()
+    if directory is None or parent not in (".", RECIPES_PACKAGE_DIR) or path.name in ("", ".", ".."):
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    shipped = directory / name
+    return shipped if shipped.is_file() else path
+
+
+def recipe_hint(kind: str) -> str:
+    """The ``hint`` for :func:`read_yaml_file` when a ``kind`` (``"find"``/``"transfer"``) recipe does not exist.
+
+    Example:
+        >>> recipe_hint("transfer")
+        'pass a YAML file or a shipped recipe name (transfer-digits, transfer-morcos2019)'
+    """
+    is_transfer = kind == "transfer"
+    names = [n for n in shipped_recipes() if n.startswith("transfer-") == is_transfer]
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"pass a YAML file or a shipped recipe name ({shown})" if names else "pass a YAML file"

@@ -37,7 +37,8 @@ def save(ticket: Ticket, directory: str | os.PathLike, *, name: str | None = Non
             f"{directory} exists and is not a directory; pass a directory for the ticket"
         )
     write_ticket(ticket, directory / TICKET_FILE)
-    atomic_write_text(directory / CARD_FILE, str(render_card(ticket, name=name)))
+    # the card's load line names this directory: a find level is named like a catalogue entry but is not one
+    atomic_write_text(directory / CARD_FILE, str(render_card(ticket, name=name, path=directory)))
     return directory
 
 

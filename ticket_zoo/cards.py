@@ -8,8 +8,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -102,16 +105,70 @@ transform = timm.data.create_transform(**tz.load("{load_target}").meta["data_con
 """
 
 
-def render_card(ticket: Ticket, name: str | None = None, repo_id: str | None = None) -> ModelCard:
-    """Render the full model card for ``ticket``.
+def _is_catalogue_ticket(ticket: Ticket, name: str) -> bool:
+    """Whether catalogue entry ``name`` is this very ticket (published, same arch, masks and density)."""
+    from .zoo import info
+
+    try:
+        entry = info(name)
+    except Exception:  # not a catalogue name, no catalogue: not one
+        return False
+    if entry.get("arch") != ticket.arch or not (entry.get("embedded") or entry.get("repo_id")):
+        return False
+    if entry.get("sha256"):
+        try:
+            from .format import ticket_to_bytes
+
+            return hashlib.sha256(ticket_to_bytes(ticket)).hexdigest() == entry["sha256"]
+        except Exception:
+            return False
+    return False
+
+
+def load_target_for(
+    ticket: Ticket, name: str | None = None, *, repo_id: str | None = None, path: str | os.PathLike | None = None
+) -> str:
+    """What a card's ``tz.load(...)`` line names: a spec that loads *this* ticket.
+
+    ``hf-hub:REPO`` once pushed (``repo_id``); else the directory the card sits in (``path``); else
+    the catalogue name only when the catalogue entry of that name is this ticket; else a placeholder.
+    (A find run names its levels like catalogue entries: ``lenet_300_100-digits04-5pct`` from your
+    own run is not the catalogue's ticket, so its card points at its directory.)
 
     Example:
-        >>> render_card(ticket, name="conv4-digits04-5pct").save("out/README.md")  # doctest: +SKIP
+        >>> load_target_for(ticket, "lenet_300_100-digits04-5pct", path="runs/find/level_14")  # doctest: +SKIP
+        'runs/find/level_14'
+    """
+    if repo_id:
+        return f"hf-hub:{repo_id}"
+    if path is not None:
+        return Path(path).as_posix()
+    name = name or ticket.name
+    if name and _is_catalogue_ticket(ticket, name):
+        return name
+    return "path/to/ticket_dir"
+
+
+def render_card(
+    ticket: Ticket,
+    name: str | None = None,
+    repo_id: str | None = None,
+    *,
+    path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the full model card for ``ticket``.
+
+    The load line names ``hf-hub:REPO_ID`` when ``repo_id`` is given, else ``path`` (the ticket's
+    directory), else the catalogue name when the ticket is that catalogue entry (see
+    :func:`load_target_for`).
+
+    Example:
+        >>> render_card(ticket, path="my_ticket").save("my_ticket/README.md")  # doctest: +SKIP
     """
     meta = ticket.meta
     name = name or ticket.name or f"{ticket.arch}-ticket"
     data = card_data(ticket, name)
-    load_target = f"hf-hub:{repo_id}" if repo_id else (name if ticket.name else "path/to/ticket_dir")
+    load_target = load_target_for(ticket, name, repo_id=repo_id, path=path)
     rows = "\n".join(
         f"| `{layer}` | {tuple(ticket.masks[layer].shape)} | {int(torch.count_nonzero(ticket.masks[layer]))} | {_fmt_pct(d)} |"
         for layer, d in ticket.layer_densities.items()
@@ -142,7 +199,7 @@ It keeps **{_fmt_pct(ticket.density)}** of its prunable weights
 
 ```python
 import ticket_zoo as tz
-model = tz.load("{load_target}").build(num_classes=10)  # fresh head for your task, masks applied
+model = tz.load("{load_target}").build(num_classes=10, new_head=True)  # fresh 10-way head for your task, masks applied
 ```
 {data_section}
 ## Transfer it

@@ -43,7 +43,7 @@ import yaml
 
 from . import _dist
 from ._io import atomic_write_bytes, atomic_write_text, os_reason, prepare_out_dir, remove_stale_temps
-from ._recipe import read_yaml_file
+from ._recipe import read_yaml_file, recipe_hint, resolve_recipe
 from .errors import CheckpointError, ConfigError, UnknownArchitectureError, did_you_mean
 
 __all__ = ["FindConfig", "find_tickets", "register_cli", "density_schedule"]
@@ -152,6 +152,9 @@ class FindConfig:
     def from_yaml(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> FindConfig:
         """Read a YAML recipe; ``overrides`` (dotted keys such as ``"train.lr"``) replace its fields.
 
+        ``path`` is a file or the name of a recipe shipped in the package (``"lenet_300_100-digits04"``;
+        see :func:`ticket_zoo._recipe.resolve_recipe`).
+
         Setting ``train.iterations`` drops the recipe's ``train.epochs`` (and the other way round),
         since a budget is exactly one of them.
 
@@ -159,9 +162,10 @@ class FindConfig:
             >>> cfg = FindConfig.from_yaml("recipes/lenet_300_100-digits.yaml",
             ...                            {"levels": 2, "train.iterations": 50})  # doctest: +SKIP
         """
-        path = Path(path)
+        # A path, or the name of a recipe shipped in the package ("lenet_300_100-digits04").
+        path = resolve_recipe(path)
         # Bounded, text-only, alias-bomb-safe: a binary or huge --config is one ConfigError line.
-        raw = read_yaml_file(path, what="recipe", hint="pass a YAML file (see recipes/)")
+        raw = read_yaml_file(path, what="recipe", hint=recipe_hint("find"))
         if not isinstance(raw, dict):
             raise ConfigError(f"recipe {path} must be a YAML mapping of fields")
         return cls.from_dict(apply_overrides(raw, overrides or {}))
@@ -383,9 +387,18 @@ def density_schedule(
 
 
 def find_tickets(
-    config: FindConfig | str | os.PathLike, out_dir: str | os.PathLike, *, progress: bool = True
+    config: FindConfig | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run IMP with rewinding and write one ticket per level under ``out_dir``; return the summary rows.
+
+    ``config`` is a :class:`FindConfig`, a recipe file or a shipped recipe's name. ``overrides`` are
+    what ``ticket-zoo find --set KEY=VALUE`` takes: dotted keys replacing recipe fields, e.g.
+    ``{"train.iterations": 50, "levels": 2, "seed": 1}`` (see :func:`apply_overrides`; with a
+    :class:`FindConfig` they apply to its :meth:`~FindConfig.to_dict`).
 
     Each row is ``{level, density, val_acc, test_acc, steps, seconds, path}`` (accuracies in percent,
     of the network trained from that level's ticket; test at the best-val weights). Re-running the
@@ -403,7 +416,9 @@ def find_tickets(
     from .masks import prunable_names
 
     if not isinstance(config, FindConfig):
-        config = FindConfig.from_yaml(config)
+        config = FindConfig.from_yaml(config, overrides)
+    elif overrides:
+        config = FindConfig.from_dict(apply_overrides(config.to_dict(), overrides))
     # Under torchrun every rank joins the process group here, before anything is read or written;
     # rank 0 alone writes (OUT, config.yaml, tickets, summary) and the others wait where they read.
     ctx = _dist.setup(getattr(config.train, "device", "auto"))
@@ -995,7 +1010,8 @@ def register_cli(subparsers: Any) -> None:
             "and OUT/config.yaml. Re-run the same command to resume after an interruption."
         ),
     )
-    p.add_argument("--config", required=True, metavar="RECIPE.yaml", help="find recipe (see recipes/)")
+    p.add_argument("--config", required=True, metavar="RECIPE.yaml",
+                   help="find recipe: a YAML file or a shipped recipe's name (e.g. lenet_300_100-digits04)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it exists)")
     p.add_argument("--levels", type=int, help="number of pruning levels (overrides the recipe)")
     p.add_argument("--target-density", type=float, help="stop at the first level with density <= this")

@@ -5,7 +5,7 @@ Example:
     >>> ticket = tz.load("runs/digits/level_05")  # doctest: +SKIP
     >>> ticket.density, ticket.arch  # doctest: +SKIP
     (0.328, 'lenet_300_100')
-    >>> model = ticket.build(num_classes=5)  # fresh 5-way head, masks applied  # doctest: +SKIP
+    >>> model = ticket.build(num_classes=5, new_head=True)  # fresh 5-way head, masks applied  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -312,18 +312,27 @@ class Ticket:
         self,
         num_classes: int | None = None,
         *,
+        new_head: bool | None = None,
         head_seed: int = 0,
         device: str | torch.device | None = None,
     ) -> nn.Module:
         """A plain timm ``nn.Module`` with the rewind weights loaded and pruned weights exactly zero.
 
-        When ``num_classes`` differs from the source, the classifier is replaced by a fresh,
-        unpruned head initialised deterministically from ``head_seed``.
+        The classifier head:
+
+        - ``new_head=True``: always a fresh, unpruned head for ``num_classes`` classes (default: the
+          source's count), initialised deterministically from ``head_seed`` — also when
+          ``num_classes`` equals the source's (a new task with as many classes, as in transfer);
+        - ``new_head=None`` (default): a fresh head only when ``num_classes`` differs from the
+          source's (``ticket.num_classes``); otherwise the ticket's own rewind head and its mask;
+        - ``new_head=False``: the ticket's own head; a different ``num_classes`` raises ``ValueError``.
+
+        :meth:`masks_for` drops the mask of a fresh head, so :func:`~ticket_zoo.hold_masks` leaves it dense.
 
         Example:
-            >>> model = ticket.build(num_classes=5)  # doctest: +SKIP
+            >>> model = ticket.build(num_classes=5, new_head=True)  # doctest: +SKIP
         """
-        from .models import replace_head
+        from .models import classifier_param_names, replace_head
 
         # Build on the meta device (no memory, no random init: the rewind state replaces it anyway)
         # and adopt copies of the rewind tensors. The RNG is forked so that building never shifts the
@@ -335,8 +344,16 @@ class Ticket:
                 # A non-persistent buffer is not in the state dict: build the ordinary way instead.
                 model = create_model(self.arch, self.arch_kwargs)
                 model.load_state_dict(self.init, strict=True)
-        if num_classes is not None and int(num_classes) != self.num_classes:
-            replace_head(model, int(num_classes), seed=head_seed)  # fresh and unpruned: see masks_for()
+        classes = self.num_classes if num_classes is None else int(num_classes)
+        if new_head is False and classes != self.num_classes:
+            raise ValueError(
+                f"new_head=False keeps the ticket's {self.num_classes}-class head, but num_classes={classes}; "
+                "pass new_head=True (or leave it unset) for a fresh head"
+            )
+        if new_head or (new_head is None and classes != self.num_classes):
+            replace_head(model, classes, seed=head_seed)  # fresh and unpruned: see masks_for()
+            # masks_for() must not hand the fresh head the old head's mask (same shape when classes match)
+            model._ticket_zoo_fresh_head = frozenset(classifier_param_names(model))
         # No masking pass needed: pruned entries of init are exactly zero (the Ticket invariant).
         if device is not None:
             model.to(device)
@@ -349,4 +366,9 @@ class Ticket:
             >>> model = ticket.build(num_classes=5); masks = ticket.masks_for(model)  # doctest: +SKIP
         """
         params = dict(model.named_parameters())
-        return {k: v for k, v in self.masks.items() if k in params and params[k].shape == v.shape}
+        fresh = getattr(model, "_ticket_zoo_fresh_head", frozenset())
+        return {
+            k: v
+            for k, v in self.masks.items()
+            if k in params and params[k].shape == v.shape and k not in fresh
+        }

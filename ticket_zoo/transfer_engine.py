@@ -95,6 +95,7 @@ class _TicketRef:
     level: int | None
     digest: str  # content hash of arch + masks + init
     num_classes: int
+    family: str = ""  # the find run / catalogue family the ticket came from (see _ticket_family)
 
 
 @dataclass
@@ -147,7 +148,12 @@ class TransferConfig:
     def from_dict(cls, d: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TransferConfig:
         """Build from a mapping (a parsed recipe); unknown keys raise :class:`ConfigError`.
 
-        ``overrides`` replace top-level fields; a ``train`` override is merged into ``train``.
+        ``overrides`` are what the CLI takes (``ticket-zoo transfer --set KEY=VALUE``) and mean what
+        they mean for :func:`ticket_zoo.find.find_tickets`: a top-level key replaces that field
+        (``{"seeds": [0, 1]}``), a dotted key replaces one value inside a section
+        (``{"train.iterations": 50}``, ``{"optimizers.sgd.lr": 0.1}``); a ``train`` mapping is
+        merged into ``train``. Setting ``train.iterations`` (or ``train.epochs``) sets the budget of
+        every cell: the recipe's other budget key is dropped, from ``train`` and from each optimizer.
 
         Example:
             >>> TransferConfig.from_dict({"tickets": ["t"], "targets": ["digits"],
@@ -157,11 +163,16 @@ class TransferConfig:
         if not isinstance(d, Mapping):
             raise ConfigError(f"a transfer recipe must be a mapping of fields, got {type(d).__name__}")
         data = dict(d)
+        dotted = {}
         for key, value in (overrides or {}).items():
-            if key == "train" and isinstance(value, Mapping):
+            if "." in str(key):
+                dotted[str(key)] = value
+            elif key == "train" and isinstance(value, Mapping):
                 data["train"] = {**dict(data.get("train") or {}), **value}
             else:
                 data[key] = value
+        if dotted:
+            data = _apply_dotted(data, dotted)
         names = [f.name for f in dataclasses.fields(cls) if f.init]
         for key in data:
             if key not in names:
@@ -186,13 +197,18 @@ class TransferConfig:
     def from_yaml(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> TransferConfig:
         """Read a recipe YAML (the fields of this class at top level), then apply ``overrides``.
 
+        ``path`` is a file or the name of a recipe shipped in the package (``"transfer-digits"``;
+        see :func:`ticket_zoo._recipe.resolve_recipe`); ``overrides`` as in :meth:`from_dict`.
+
         Example:
-            >>> cfg = TransferConfig.from_yaml("recipes/transfer-digits.yaml", {"seeds": [0]})  # doctest: +SKIP
+            >>> cfg = TransferConfig.from_yaml("transfer-digits", {"seeds": [0], "train.iterations": 20})
+            >>> cfg.seeds, cfg.train["iterations"]
+            ([0], 20)
         """
-        from ._recipe import read_yaml_file
+        from ._recipe import read_yaml_file, recipe_hint, resolve_recipe
 
         # Bounded, text-only, alias-bomb-safe: a binary or huge --config is one ConfigError line.
-        data = read_yaml_file(path, what="recipe", hint="pass the path of a transfer recipe YAML")
+        data = read_yaml_file(resolve_recipe(path), what="recipe", hint=recipe_hint("transfer"))
         if data is None:
             data = {}
         return cls.from_dict(data, overrides)
@@ -326,6 +342,24 @@ class TransferConfig:
         self._refs = refs
 
 
+def _apply_dotted(data: dict[str, Any], dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with dotted-key overrides applied (the rules of :func:`ticket_zoo.find.apply_overrides`)."""
+    from .find import apply_overrides
+
+    if not isinstance(data.get("train"), (Mapping, type(None))):
+        raise ConfigError(f"train must be a mapping of training settings, got {type(data['train']).__name__}")
+    out = apply_overrides(data, dotted)
+    budget = [k.split(".", 1)[1] for k in dotted if k in ("train.iterations", "train.epochs")]
+    if budget and isinstance(out.get("optimizers"), dict):
+        # train.iterations is the budget of every cell: an optimizer's own budget would override it.
+        for name, section in out["optimizers"].items():
+            if isinstance(section, dict):
+                for key in ("iterations", "epochs"):
+                    if f"optimizers.{name}.{key}" not in dotted:
+                        section.pop(key, None)
+    return out
+
+
 def _validate_train(cfg: TransferConfig, name: str) -> None:
     tc = cfg.train_config(name)
     try:
@@ -361,6 +395,12 @@ def _expand_ticket_spec(spec: str, where: str) -> list[str]:
                 "pass a ticket directory or a `ticket-zoo find` output directory"
             )
         return [str(p) for p in found]
+    if not spec.startswith("hf-hub:") and ("/" in spec or os.sep in spec) and not path.exists():
+        raise ConfigError(
+            f"{where}: {spec} does not exist (relative paths are from the current directory, "
+            f"{Path.cwd()}); make it first (e.g. `ticket-zoo find --config lenet_300_100-digits04 --out {spec}`) "
+            "or name catalogue tickets such as lenet_300_100-digits04-5pct (`ticket-zoo list`)"
+        )
     return [spec]
 
 
@@ -393,6 +433,32 @@ def _load(spec: str) -> Ticket:
     return load(spec)
 
 
+# Recipe fields that only say how a find run was executed, not what it computed.
+_RUNTIME_ONLY = frozenset({"device", "num_workers", "checkpoint_every"})
+
+
+def _ticket_family(ticket: Ticket, label: str) -> str:
+    """``NAME-PREFIX@HASH``: the ticket's name without its ``-NNpct`` suffix, plus 8 hex digits of
+    its find recipe (``meta["recipe"]`` minus runtime-only fields such as ``device``).
+
+    Every ticket of one ``ticket-zoo find`` run (and of one catalogue family) shares it; two find
+    runs with different configs differ even under the same name prefix. Without a recipe it is the
+    bare prefix. The report groups rows by it.
+    """
+    prefix = re.sub(r"-\d+(?:\.\d+)?pct$", "", label) or label
+    recipe = ticket.meta.get("recipe")
+    if not isinstance(recipe, Mapping):
+        return prefix
+
+    def strip(obj: Any) -> Any:
+        if isinstance(obj, Mapping):
+            return {str(k): strip(v) for k, v in obj.items() if k not in _RUNTIME_ONLY}
+        return obj
+
+    text = json.dumps(strip(recipe), sort_keys=True, default=str)
+    return f"{prefix}@{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def _inspect_ticket(spec: str, where: str, input_size: tuple[int, int, int] | None) -> _TicketRef:
     try:
         ticket = _load(spec)
@@ -422,9 +488,10 @@ def _inspect_ticket(spec: str, where: str, input_size: tuple[int, int, int] | No
             f"{where}: ticket {spec!r} ({ticket.arch}) cannot take input of size {list(size)}: {exc}"
         ) from None
     level = ticket.meta.get("level")
+    label = str(ticket.meta.get("name") or spec)
     return _TicketRef(
         spec=spec,
-        label=str(ticket.meta.get("name") or spec),
+        label=label,
         arch=ticket.arch,
         arch_kwargs=dict(ticket.arch_kwargs),
         input_size=size,
@@ -433,6 +500,7 @@ def _inspect_ticket(spec: str, where: str, input_size: tuple[int, int, int] | No
         level=int(level) if isinstance(level, (int, float)) and not isinstance(level, bool) else None,
         digest=_ticket_digest(ticket),
         num_classes=ticket.num_classes,
+        family=_ticket_family(ticket, label),
     )
 
 
@@ -636,6 +704,8 @@ def _row(cell: _Cell, metrics: Mapping[str, Any], cfg: TransferConfig) -> dict[s
         "run": cell.run_id,
         "ticket": None if is_dense else ref.label,
         "ticket_hash": None if is_dense else ref.digest[:16],
+        # Dense rows keep the family too: dense is trained beside each family it is compared with.
+        "family": ref.family or f"{ref.arch}-{ref.source}",
         "source": ref.source,
         "arch": ref.arch,
         "level": None if is_dense else ref.level,
@@ -653,6 +723,7 @@ def _row(cell: _Cell, metrics: Mapping[str, Any], cfg: TransferConfig) -> dict[s
         "steps": metrics["steps"],
         "input_size": list(ref.input_size),
         "new_head": cfg.new_head,
+        "data_split": {"val_fraction": cfg.val_fraction, "data_seed": cfg.data_seed, "limit": cfg.limit},
         "train_config": cell.train,
         "train_seconds": metrics["train_seconds"],
         "images_per_second": metrics["images_per_second"],
@@ -672,12 +743,16 @@ def transfer(
     config: TransferConfig | str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     report: bool = True,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the transfer grid into ``out_dir``; return the rows of this grid's cells.
 
-    ``config`` is a :class:`TransferConfig` or the path of a recipe YAML. Everything is validated
+    ``config`` is a :class:`TransferConfig`, the path of a recipe YAML or a shipped recipe's name
+    (``"transfer-digits"``). ``overrides`` are the CLI's ``--set KEY=VALUE`` as a mapping, with the
+    same meaning as for :func:`ticket_zoo.find.find_tickets`, e.g.
+    ``{"train.iterations": 50, "seeds": [0, 1]}`` (see :meth:`TransferConfig.from_dict`). Everything is validated
     before any training. Cells already in ``out_dir/results.jsonl`` are skipped; a cell killed
     mid-way resumes from its checkpoint. With ``report`` the report (:mod:`ticket_zoo.report`) is
     written at the end.
@@ -689,7 +764,12 @@ def transfer(
     """
     from .data import load_splits
 
-    cfg = config if isinstance(config, TransferConfig) else TransferConfig.from_yaml(config)
+    if not isinstance(config, TransferConfig):
+        cfg = TransferConfig.from_yaml(config, overrides)
+    elif overrides:
+        cfg = TransferConfig.from_dict(config.to_dict(), overrides)
+    else:
+        cfg = config
     # Under torchrun every rank joins the process group here, before anything is read or written;
     # rank 0 alone writes (transfer.json, results rows, report) and every rank gets its rows.
     train_device = cfg.train.get("device", "auto") if isinstance(cfg.train, Mapping) else "auto"
@@ -792,6 +872,10 @@ def _cli(args: argparse.Namespace) -> int:
         overrides["limit"] = args.limit
     if args.device is not None:
         overrides["train"] = {"device": args.device}
+    if args.set:
+        from .find import _parse_set
+
+        overrides.update(_parse_set(args.set))
     if args.config is None:
         cfg = TransferConfig.from_dict({"tickets": [], "targets": [], "optimizers": {}}, overrides)
     else:
@@ -855,7 +939,8 @@ def register_cli(subparsers: Any) -> None:
             "OUT/results.jsonl. Re-running the same command resumes."
         ),
     )
-    p.add_argument("--config", metavar="RECIPE.yaml", help="transfer recipe (see recipes/transfer-*.yaml)")
+    p.add_argument("--config", metavar="RECIPE.yaml",
+                   help="transfer recipe: a YAML file or a shipped recipe's name (e.g. transfer-digits)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.jsonl, report)")
     p.add_argument(
         "--ticket", nargs="+", metavar="T", help="ticket(s): dir, .safetensors, name, hf-hub:id, find OUT"
@@ -873,6 +958,12 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("--limit", type=int, metavar="N", help="read at most N examples per split of each target")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any recipe field, e.g. train.lr=0.01 or optimizers.sgd.lr=0.1 (repeatable)",
+    )
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
     p.set_defaults(func=_cli)

@@ -546,6 +546,13 @@ def _split_name(name: str) -> tuple[str, str, str]:
     return arch, "-".join(source), pct
 
 
+def _installed_cards_dir() -> Path | None:
+    try:
+        return catalogue_dir()
+    except ConfigError:
+        return None
+
+
 def publish(
     ticket_dir: str | os.PathLike,
     repo_id: str,
@@ -563,7 +570,12 @@ def publish(
     """Push a ticket directory to ``repo_id`` and write its catalogue card pinned to the new commit + sha256.
 
     ``name`` defaults to the ticket's own name; an existing card of that name (e.g. an unpublished
-    slot) keeps its source and recipe. Returns the new catalogue entry.
+    slot, in ``cards_dir`` or in the installed catalogue) keeps its source and recipe. Returns the new
+    catalogue entry.
+
+    The card is written to ``cards_dir``; by default ``$TICKET_ZOO_CARDS`` when set, else ``./cards``
+    (in a clone of the repository, its catalogue: commit the card there). It is never written into the
+    installed package.
 
     Example:
         >>> publish("runs/vgg19-imagenet/level_07", "me/vgg19-imagenet-20pct", name="vgg19-imagenet-20pct")  # doctest: +SKIP
@@ -587,8 +599,12 @@ def publish(
     if not (name or ticket.name):
         raise ConfigError(f"{directory}: the ticket has no name; give one with --name ARCH-SOURCE-PCTpct")
     name = validate_name(name or ticket.name)
-    cards = Path(cards_dir) if cards_dir is not None else catalogue_dir()
-    previous = _parse_card(cards / f"{name}.md") if (cards / f"{name}.md").is_file() else {}
+    cards = Path(cards_dir) if cards_dir is not None else Path(os.environ.get(CARDS_ENV) or "cards")
+    previous = {}
+    for candidate in (cards, _installed_cards_dir()):
+        if candidate is not None and (candidate / f"{name}.md").is_file():
+            previous = _parse_card(candidate / f"{name}.md")
+            break
     arch, source, _ = _split_name(name)
     meta = ticket.meta
     recipe = recipe or previous.get("recipe") or f"recipes/{arch}-{source}.yaml"
@@ -705,7 +721,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("dir", metavar="DIR", help="ticket directory, e.g. runs/vgg19-imagenet/level_07")
     p.add_argument("--repo", required=True, metavar="ORG/NAME")
     p.add_argument("--name", help="catalogue name (default: the ticket's own name)")
-    p.add_argument("--cards-dir", default=None, metavar="DIR", help="catalogue directory (default: cards/)")
+    p.add_argument("--cards-dir", default=None, metavar="DIR", help="where to write the card (default: $TICKET_ZOO_CARDS, else ./cards)")
     p.add_argument("--recipe", help="recipe path to record (default: the existing card's)")
     p.add_argument("--revision", metavar="BRANCH", help="branch to commit to (default main)")
     p.add_argument("--tag", help="also tag the commit, e.g. v1")
