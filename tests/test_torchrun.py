@@ -198,7 +198,7 @@ def test_rank_0_alone_writes_and_prints(runs):
     # Tables and bars: printed once (rank 0). find prints its table even with --quiet.
     out = runs.proc.stdout
     assert out.count("level   density") == 1, out
-    assert out.count("| ticket | target |") == 1, out
+    assert out.count("| ticket family | target |") == 1, out
 
 
 @pytest.mark.slow
