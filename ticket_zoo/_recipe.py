@@ -18,17 +18,12 @@ from typing import Any
 import yaml
 
 from ._io import os_reason
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 #: Largest recipe file read (bytes). The biggest shipped recipe is a few KiB.
 MAX_RECIPE_BYTES = 1 << 20
 #: Most values (mappings, lists and scalars, each alias counted again) a parsed recipe may expand to.
 MAX_RECIPE_VALUES = 100_000
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _shown(path: Path) -> str:
@@ -65,7 +60,7 @@ def parse_yaml_text(text: str, what: str) -> Any:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} is not valid YAML: {_one_line(exc)}") from None
+        raise ConfigError(f"{what} is not valid YAML: {one_line(exc, 300)}") from None
     except RecursionError:
         raise ConfigError(f"{what} is nested too deeply to be a recipe") from None
     _check_expansion(data, what)

@@ -46,6 +46,24 @@ def shorten(value: object, limit: int = 80) -> str:
     return head if len(text) <= limit else f"{head}...[{len(text)} chars]"
 
 
+def one_line(value: object, limit: int = 200) -> str:
+    """``str(value)`` with its whitespace (newlines included) collapsed, cut to ``limit`` characters.
+
+    For wrapping another library's error text into one line; an exception whose text is empty gives
+    its class name.
+
+    Example:
+        >>> one_line("a    b")
+        'a b'
+        >>> one_line("x" * 10, 6)
+        'xxx...'
+    """
+    text = " ".join(str(value).split())
+    if not text and isinstance(value, BaseException):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
 class TicketZooError(Exception):
     """Base class of every error ticket_zoo raises on purpose."""
 

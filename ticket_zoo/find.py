@@ -44,7 +44,7 @@ import yaml
 from . import _dist
 from ._io import atomic_write_bytes, atomic_write_text, os_reason, prepare_out_dir, remove_stale_temps
 from ._recipe import read_yaml_file, recipe_hint, resolve_recipe
-from .errors import CheckpointError, ConfigError, UnknownArchitectureError, did_you_mean
+from .errors import CheckpointError, ConfigError, UnknownArchitectureError, did_you_mean, one_line
 
 __all__ = ["FindConfig", "find_tickets", "register_cli", "density_schedule"]
 
@@ -655,7 +655,7 @@ def _done_row(out: Path, level: int) -> dict[str, Any]:
         if not isinstance(row, dict) or not _is_real(row.get("density")):
             raise ValueError("no row with a density")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        reason = os_reason(exc) if isinstance(exc, OSError) else _one_line(exc)
+        reason = os_reason(exc) if isinstance(exc, OSError) else one_line(exc)
         raise CheckpointError(
             f"{done} cannot be read ({reason}); level {level} cannot be resumed: {_redo_hint(out, level)}"
         ) from None
@@ -685,11 +685,6 @@ def _done_row(out: Path, level: int) -> dict[str, Any]:
                 f"recorded level {level} at density {float(row['density']):.4f}; {_redo_hint(out, level)}"
             )
     return {**row, "path": ldir.name}
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _level_masks(out: Path, level: int, config: FindConfig, sizes, fractions) -> dict[str, torch.Tensor]:

@@ -46,6 +46,7 @@ from .errors import (
     HubUploadError,
     OutputDirError,
     TicketNotFoundError,
+    one_line,
 )
 
 __all__ = [
@@ -288,11 +289,6 @@ def _endpoint(endpoint: str | None) -> str:
     return endpoint or constants.ENDPOINT
 
 
-def _one_line(text: object, limit: int = 200) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _problem(exc: BaseException, call: Any) -> str | None:
     """What kind of failure ``exc`` is: "timeout", "rate_limited", "cut_short", "wrong_size", or None."""
     from . import _hub_http
@@ -441,12 +437,12 @@ def _translate(
     unusable = [e for e in chain if isinstance(e, ValueError) and not isinstance(e, HfHubHTTPError)]
     if writing and unusable:
         # huggingface_hub's word for an answer it cannot use, e.g. "LFS batch API returned errors: ..."
-        detail = _one_line(unusable[0], 160)
+        detail = one_line(unusable[0], 160)
         return HubUploadError(
             f"{hub} gave an answer that {what} cannot use ({detail}); check the repo's history, then try again"
         )
     if writing and _is_upload_stage(exc):
-        detail = f"HTTP {status}" if status is not None else _one_line(f"{type(exc).__name__}: {exc}", 120)
+        detail = f"HTTP {status}" if status is not None else one_line(f"{type(exc).__name__}: {exc}", 120)
         return HubUploadError(
             f"uploading the files of {what} failed ({detail}) even after retries; the commit was not made: "
             "try again later"
@@ -472,7 +468,7 @@ def _translate(
 def _server_message(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     message = getattr(response, "headers", {}).get("X-Error-Message") if response is not None else None
-    return _one_line(message or str(exc).split("\n")[0], 160)
+    return one_line(message or str(exc).split("\n")[0], 160)
 
 
 def _retry_delay(
@@ -535,7 +531,7 @@ def _attempts(what: str, kind: str, timeout: float | None, fn: Any, *args: Any, 
                 with contextlib.suppress(AttributeError, TypeError):
                     exc._ticket_zoo_call = call  # type: ignore[attr-defined]
                 raise
-            log.warning("%s: %s; retrying in %.1f s", what, _one_line(exc, 160), delay)
+            log.warning("%s: %s; retrying in %.1f s", what, one_line(exc, 160), delay)
         time.sleep(delay)
 
 
