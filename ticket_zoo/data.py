@@ -45,10 +45,10 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
+from .augment import AUGMENTATIONS, augment_batch
 from .errors import ConfigError, UnknownDatasetError
 
 __all__ = [
@@ -69,7 +69,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 # Above either bound a non-streaming split is decoded lazily per item instead of held in memory.
 _MAX_IN_MEMORY_ITEMS = 200_000
 _MAX_IN_MEMORY_BYTES = 4 * 1024**3
-_AUGMENTS = ("cifar", "none")
 _LOCAL_PREFIXES = ("imagefolder:", "parquet:")
 # Examples read to estimate mean/std of local (imagefolder / parquet) data.
 _LOCAL_STATS_SAMPLES = 512
@@ -975,8 +974,8 @@ def load_splits(
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ConfigError(f"limit must be a positive int or None, got {limit!r}")
-    if spec.augment not in _AUGMENTS:
-        raise ConfigError(f"dataset {spec.name!r}: augment must be one of {_AUGMENTS}, got {spec.augment!r}")
+    if spec.augment not in AUGMENTATIONS:
+        raise ConfigError(f"dataset {spec.name!r}: augment must be one of {AUGMENTATIONS.names()}, got {spec.augment!r}")
     pipeline = spec.image_pipeline if pipeline is None else pipeline
     if pipeline not in _PIPELINES:
         raise ConfigError(f"pipeline must be one of {_PIPELINES}, got {pipeline!r}")
@@ -1127,37 +1126,3 @@ def make_loader(
         drop_last=drop_last,
         num_workers=num_workers,
     )
-
-
-def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Augment a batch (N, C, H, W) on its own device; the same generator state gives the same result.
-
-    ``"cifar"``: random crop after zero padding of ``max(1, H // 8)`` pixels (4 for 32x32; zero is
-    the mean colour after normalization) and a random horizontal flip, drawn per image.
-    ``"none"``: ``x`` unchanged.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> augment_batch(torch.randn(2, 3, 32, 32), "cifar", g).shape
-        torch.Size([2, 3, 32, 32])
-    """
-    if kind == "none":
-        return x
-    if kind != "cifar":
-        raise ConfigError(f"augment must be one of {_AUGMENTS}, got {kind!r}")
-    if x.dim() != 4:
-        raise ConfigError(f"augment_batch needs a batch (N, C, H, W), got shape {tuple(x.shape)}")
-    n, c, h, w = x.shape
-    ph, pw = max(1, h // 8), max(1, w // 8)
-    # Draw on the generator's device (same draws whatever device x is on), then move.
-    gdev = generator.device
-    dy = torch.randint(0, 2 * ph + 1, (n,), generator=generator, device=gdev).to(x.device)
-    dx = torch.randint(0, 2 * pw + 1, (n,), generator=generator, device=gdev).to(x.device)
-    flip = (torch.rand(n, generator=generator, device=gdev) < 0.5).to(x.device)
-    padded = F.pad(x, (pw, pw, ph, ph))
-    rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]  # (N, H)
-    cols = torch.arange(w, device=x.device)[None, :] + dx[:, None]  # (N, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    bi = torch.arange(n, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]

@@ -29,20 +29,17 @@ Example:
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import safetensors
 import safetensors.torch
@@ -54,18 +51,18 @@ from tqdm.auto import tqdm
 from ._dist import Dist
 from ._dist import setup as _dist_setup
 from ._io import append_line, atomic_write_bytes, atomic_write_text
-from .errors import CheckpointError, ConfigError, did_you_mean
+from .augment import AUGMENTATIONS, augment_batch
+from .config import Config, _is_int, setting
+from .errors import CheckpointError, ConfigError
 from .masked import apply_masks_, hold_masks
+from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from .runfiles import fingerprint
 
 __all__ = ["TrainConfig", "TrainResult", "build_optimizer", "build_scheduler", "evaluate", "train"]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
 CHECKPOINT_NAME = "checkpoint.safetensors"
 _CHECKPOINT_FORMAT = "ticket-zoo-train-checkpoint"
 _CHECKPOINT_VERSION = 1
-# Config fields that change neither the trajectory nor the stored state: a resume may change them.
-_NOT_FINGERPRINTED = ("device", "num_workers", "checkpoint_every")
 # The sample order of epoch e comes from a generator seeded with seed * _SEED_STRIDE + e.
 _SEED_STRIDE = 1_000_003
 
@@ -73,8 +70,20 @@ _SEED_STRIDE = 1_000_003
 # --- config ----------------------------------------------------------------------------------------
 
 
+def _optimizer_names() -> tuple[str, ...]:
+    return OPTIMIZERS.names()
+
+
+def _schedule_names() -> tuple[str, ...]:
+    return SCHEDULES.names()
+
+
+def _augment_names() -> tuple[str, ...]:
+    return AUGMENTATIONS.names()
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that decides a training run (with the data, model, masks and seed).
 
     The budget is exactly one of ``iterations`` or ``epochs`` (an epoch is
@@ -85,33 +94,47 @@ class TrainConfig:
         >>> TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=2, schedule="cosine").validate()
         >>> TrainConfig.from_dict({"lr": 0.05, "iterations": 10}).lr
         0.05
+        >>> TrainConfig(iterations=10, augment="cifr").validate()
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: augment must be one of 'none', 'cifar', got 'cifr' (did you mean 'cifar'?)
     """
 
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    schedule: str = "constant"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup: int = 0
-    iterations: int | None = None
-    epochs: float | None = None
-    batch_size: int = 64
-    eval_every: int | None = None
-    seed: int = 0
-    augment: str = "none"
-    amp: bool = False
-    channels_last: bool = False
-    device: str = "auto"
-    num_workers: int = 0
-    checkpoint_every: int | None = None
+    section: ClassVar[str] = "train config"
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field; return ``None`` if all is well.
+    optimizer: str = setting("sgd", help="optimizer", choices=_optimizer_names)
+    lr: float = setting(0.1, help="peak learning rate", low=0, low_open=True, flag="--lr")
+    momentum: float = setting(0.0, help="SGD momentum", low=0)
+    nesterov: bool = setting(False, help="Nesterov momentum (SGD with momentum > 0)")
+    weight_decay: float = setting(0.0, help="weight decay (decoupled for adamw)", low=0)
+    betas: tuple[float, float] = setting((0.9, 0.999), help="Adam betas", low=0, high=1, high_open=True)
+    eps: float = setting(1e-8, help="Adam epsilon", low=0, low_open=True)
+    schedule: str = setting("constant", help="learning-rate schedule", choices=_schedule_names)
+    milestones: tuple[float, ...] = setting((), help="step-schedule milestones, in the budget's unit", low=0, low_open=True)
+    gamma: float = setting(0.1, help="step-schedule decay factor", low=0, low_open=True)
+    warmup: int = setting(0, help="linear warmup, in iterations", low=0)
+    iterations: int | None = setting(
+        None, help="training budget in iterations", low=1, flag="--iterations", replaces=("epochs",)
+    )
+    epochs: float | None = setting(
+        None, help="training budget in epochs", low=0, low_open=True, flag="--epochs", replaces=("iterations",)
+    )
+    batch_size: int = setting(64, help="global batch size", low=1, flag="--batch-size")
+    eval_every: int | None = setting(None, help="evaluate every N iterations (default: once per epoch)", low=1)
+    seed: int = setting(0, help="seed of the data order, augmentation and dropout", low=0, high=2**32, high_open=True)
+    augment: str = setting("none", help="batch augmentation", choices=_augment_names)
+    amp: bool = setting(False, help="mixed precision on CUDA")
+    channels_last: bool = setting(False, help="channels-last memory format on CUDA")
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N", fingerprint=False)
+    num_workers: int = setting(0, help="data loader worker processes", low=0, fingerprint=False)
+    checkpoint_every: int | None = setting(None, help="checkpoint every N iterations", low=1, fingerprint=False)
+
+    @classmethod
+    def recipe_kind(cls) -> str:
+        return "find"
+
+    def check(self) -> None:
+        """The rules that relate fields (the declarations checked types, names and ranges).
 
         Example:
             >>> TrainConfig(lr=-1, iterations=5).validate()
@@ -119,126 +142,28 @@ class TrainConfig:
             ...
             ticket_zoo.errors.ConfigError: lr must be a positive number, got -1
         """
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}{did_you_mean(self.optimizer, OPTIMIZERS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"schedule must be one of {SCHEDULES}, got {self.schedule!r}{did_you_mean(self.schedule, SCHEDULES)}"
-            )
-        _positive("lr", self.lr)
-        _positive("eps", self.eps)
-        _positive("gamma", self.gamma)
-        _nonneg("weight_decay", self.weight_decay)
-        _nonneg("momentum", self.momentum)
-        for name in ("nesterov", "amp", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise ConfigError("nesterov needs optimizer 'sgd' with momentum > 0")
-        if (
-            not isinstance(self.betas, (tuple, list))
-            or len(self.betas) != 2
-            or not all(_is_real(b) and 0 <= b < 1 for b in self.betas)
-        ):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if (self.iterations is None) == (self.epochs is None):
             raise ConfigError("give exactly one budget: iterations or epochs (got both or neither)")
-        if self.iterations is not None:
-            _positive_int("iterations", self.iterations)
-        else:
-            _positive("epochs", self.epochs)
         budget = self.iterations if self.iterations is not None else self.epochs
-        ms = tuple(self.milestones) if isinstance(self.milestones, (tuple, list)) else None
-        if ms is None or not all(_is_real(m) for m in ms):
-            raise ConfigError(f"milestones must be a list of numbers, got {self.milestones!r}")
+        ms = tuple(self.milestones)
         if self.schedule == "step" and not ms:
             raise ConfigError("milestones must not be empty for schedule 'step' (e.g. milestones: [80, 120])")
         if self.schedule != "step" and ms:
             raise ConfigError(f"milestones only apply to schedule 'step', but schedule is {self.schedule!r}")
-        if any(m <= 0 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
+        if any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
             raise ConfigError(f"milestones must be positive and strictly increasing, got {list(ms)}")
         if ms and ms[-1] > budget:
             raise ConfigError(
                 f"milestones {list(ms)} go past the budget ({budget}); they are in the budget's unit"
             )
-        if not _is_int(self.warmup) or self.warmup < 0:
-            raise ConfigError(f"warmup must be a non-negative int (iterations), got {self.warmup!r}")
         if self.iterations is not None and self.warmup >= self.iterations:
             raise ConfigError(f"warmup ({self.warmup}) must be shorter than iterations ({self.iterations})")
-        _positive_int("batch_size", self.batch_size)
-        for name in ("eval_every", "checkpoint_every"):
-            if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be an int in [0, 2**32), got {self.seed!r}")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            raise ConfigError(f"num_workers must be a non-negative int, got {self.num_workers!r}")
-        if not isinstance(self.augment, str) or not self.augment:
-            raise ConfigError(f"augment must be a name such as 'none' or 'cifar', got {self.augment!r}")
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        ):
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device is {self.device!r} but CUDA is not available; use device: auto or cpu")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a plain dict (a recipe's ``train:`` section); unknown keys raise ConfigError.
-
-        Example:
-            >>> TrainConfig.from_dict({"momentun": 0.9})
-            Traceback (most recent call last):
-            ...
-            ticket_zoo.errors.ConfigError: unknown train config key 'momentun' (did you mean 'momentum'?)
-        """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"train config must be a mapping, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                raise ConfigError(f"unknown train config key {key!r}{did_you_mean(key, names)}")
-        kw = dict(d)
-        for key in ("betas", "milestones"):
-            if isinstance(kw.get(key), list):
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists); ``from_dict(to_dict())`` round-trips.
-
-        Example:
-            >>> TrainConfig(iterations=3).to_dict()["iterations"]
-            3
-        """
-        d = dataclasses.asdict(self)
-        d["betas"], d["milestones"] = list(self.betas), list(self.milestones)
-        return d
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _positive(name: str, x: Any) -> None:
-    if not _is_real(x) or x <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {x!r}")
-
-
-def _nonneg(name: str, x: Any) -> None:
-    if not _is_real(x) or x < 0:
-        raise ConfigError(f"{name} must be a non-negative number, got {x!r}")
-
-
-def _positive_int(name: str, x: Any) -> None:
-    if not _is_int(x) or x < 1:
-        raise ConfigError(f"{name} must be a positive int, got {x!r}")
 
 
 # --- result ----------------------------------------------------------------------------------------
@@ -274,87 +199,6 @@ class TrainResult:
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------
-
-
-def build_optimizer(params: Iterable[Any], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names, over ``params``.
-
-    Example:
-        >>> opt = build_optimizer(nn.Linear(2, 2).parameters(), TrainConfig(lr=0.01, momentum=0.9, iterations=1))
-        >>> type(opt).__name__, opt.param_groups[0]["momentum"]
-        ('SGD', 0.9)
-    """
-    c = config
-    if c.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
-        )
-    if c.optimizer == "adam":
-        return torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
-    if c.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay
-        )
-    raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {c.optimizer!r}")
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    total_steps: int,
-    *,
-    steps_per_epoch: int | None = None,
-    start_step: int = 0,
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-iteration LR scheduler: linear warmup, then constant / step decay / cosine to zero.
-
-    Step ``s`` (0-based) runs at ``lr * factor(s)``: warmup multiplies by ``(s + 1) / warmup``
-    while ``s < warmup``; ``"step"`` multiplies by ``gamma`` once per milestone ``<= s``;
-    ``"cosine"`` decays from 1 at the end of warmup to 0 at ``total_steps``. With an epoch budget
-    milestones are epochs, converted with ``steps_per_epoch`` (default ``total_steps / epochs``).
-    ``start_step=k`` positions the scheduler at step ``k`` (the optimizer's LR is set to that of
-    step ``k``), so a run started there continues the same schedule (late resetting).
-
-    Example:
-        >>> cfg = TrainConfig(lr=0.1, schedule="step", milestones=(5,), warmup=2, iterations=10)
-        >>> sched = build_scheduler(build_optimizer(nn.Linear(2, 2).parameters(), cfg), cfg, 10)
-        >>> [sched.lr_lambdas[0](step) for step in (0, 1, 4, 5, 9)]  # multipliers of lr
-        [0.5, 1.0, 1.0, 0.1, 0.1]
-    """
-    if not _is_int(total_steps) or total_steps < 1:
-        raise ConfigError(f"total_steps must be a positive int, got {total_steps!r}")
-    if config.warmup >= total_steps:
-        raise ConfigError(f"warmup ({config.warmup}) must be shorter than the run ({total_steps} iterations)")
-    if not _is_int(start_step) or not 0 <= start_step <= total_steps:
-        raise ConfigError(f"start_step must be an int in [0, {total_steps}], got {start_step!r}")
-    milestones = [int(m) for m in config.milestones]
-    if config.epochs is not None:
-        spe = steps_per_epoch if steps_per_epoch is not None else total_steps / config.epochs
-        milestones = [round(m * spe) for m in config.milestones]
-    schedule, gamma, warmup = config.schedule, config.gamma, config.warmup
-
-    def factor(step: int) -> float:
-        f = 1.0
-        if schedule == "step":
-            f = gamma ** bisect.bisect_right(milestones, step)
-        elif schedule == "cosine":
-            progress = min(1.0, max(0.0, (step - warmup) / (total_steps - warmup)))
-            f = 0.5 * (1.0 + math.cos(math.pi * progress))
-        if step < warmup:
-            f *= (step + 1) / warmup
-        return f
-
-    # A plain function (not a callable object) keeps LambdaLR's state_dict JSON-serializable.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if start_step:
-        # LambdaLR's LR is closed-form (base_lr * factor(last_epoch)): one step from start_step - 1
-        # gives exactly the LR the run from 0 has at start_step. Its "step() before optimizer.step()"
-        # warning does not apply to a deliberate seek.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            scheduler.last_epoch = start_step - 1
-            scheduler.step()
-    return scheduler
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -533,26 +377,15 @@ def _fingerprint(
     """What a checkpoint must agree on to be resumed: config (minus housekeeping), model shapes, masks,
     data sizes, the capture point (a checkpoint past it must already hold the captured state) and the
     start step (a late-resetting run from step k is another run than one from step 0)."""
-    h = hashlib.sha256()
-    cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
-    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
-    h.update(
-        json.dumps(
-            {
-                "config": cfg,
-                "shapes": shapes,
-                "n_train": n_train,
-                "n_val": n_val,
-                "capture_at": capture_at,
-                "start_step": start_step,
-            },
-            sort_keys=True,
-        ).encode()
-    )
-    for name in sorted(masks or {}):
-        h.update(name.encode())
-        h.update(masks[name].detach().to("cpu", torch.bool).contiguous().numpy().tobytes())
-    return h.hexdigest()
+    data = {
+        "config": config.fingerprint_dict(),
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "n_train": n_train,
+        "n_val": n_val,
+        "capture_at": capture_at,
+        "start_step": start_step,
+    }
+    return fingerprint(data, tensors=masks)
 
 
 def _fix_group_types(saved: list[dict], current: list[dict]) -> list[dict]:
@@ -880,8 +713,7 @@ def _run(net, module, train_set, val_set, test_set, config, ctx, st, optimizer, 
     cuda = ctx.device.type == "cuda"
     augment = aug_gen = None
     if config.augment != "none":
-        from .data import augment_batch as augment  # lazy: data.py pulls in `datasets`
-
+        augment = augment_batch
         aug_gen = torch.Generator()
 
     stream = spe is None or _is_stream(train_set)
