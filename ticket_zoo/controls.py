@@ -35,8 +35,9 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError
 from .masks import random_masks
+from .registry import Registry
 from .ticket import Ticket, create_model
 
 __all__ = [
@@ -62,6 +63,11 @@ def _stream(seed: int, offset: int) -> int:
 
 
 Control = Callable[[Ticket, int], Ticket]
+
+#: Control name -> function ``(ticket, seed) -> ticket``. Info: ``at_full_density`` names the control
+#: that is the same run when the ticket keeps every weight (a random mask of density 1.0 is no mask),
+#: so the grid trains it once.
+CONTROLS: Registry[Control] = Registry("control")
 
 
 def _check_seed(seed: int) -> int:
@@ -96,6 +102,7 @@ def _derived(ticket: Ticket, name: str, seed: int, **changes) -> Ticket:
     return ticket.with_(meta=meta, **changes)
 
 
+@CONTROLS.register("winning")
 def winning(ticket: Ticket, seed: int = 0) -> Ticket:
     """The ticket as it is (a copy): its mask and its rewind weights. ``seed`` is recorded only.
 
@@ -107,6 +114,7 @@ def winning(ticket: Ticket, seed: int = 0) -> Ticket:
     return _derived(ticket, "winning", seed)
 
 
+@CONTROLS.register("random_ticket", at_full_density="dense")
 def random_ticket(ticket: Ticket, seed: int = 0) -> Ticket:
     """Random mask with each layer's density kept AND a fresh initialization (Morcos et al. 2019).
 
@@ -121,6 +129,7 @@ def random_ticket(ticket: Ticket, seed: int = 0) -> Ticket:
     return _derived(ticket, "random_ticket", seed, masks=masks, init=fresh_init(ticket, seed))
 
 
+@CONTROLS.register("reinit", at_full_density="dense")
 def reinit(ticket: Ticket, seed: int = 0) -> Ticket:
     """The ticket's mask with a fresh initialization (Frankle & Carbin 2019; Liu et al. 2019).
 
@@ -133,6 +142,7 @@ def reinit(ticket: Ticket, seed: int = 0) -> Ticket:
     return _derived(ticket, "reinit", seed, init=fresh_init(ticket, seed))
 
 
+@CONTROLS.register("random_mask", at_full_density="winning")
 def random_mask(ticket: Ticket, seed: int = 0) -> Ticket:
     """Random mask with each layer's density kept, on the ticket's rewind weights.
 
@@ -163,6 +173,7 @@ def random_mask(ticket: Ticket, seed: int = 0) -> Ticket:
     return _derived(ticket, "random_mask", seed, masks=masks, init=init)
 
 
+@CONTROLS.register("dense")
 def dense(ticket: Ticket, seed: int = 0) -> Ticket:
     """The unpruned baseline: all-True masks (every layer's density 1.0) and a fresh initialization.
 
@@ -179,29 +190,15 @@ def dense(ticket: Ticket, seed: int = 0) -> Ticket:
     return _derived(ticket, "dense", seed, masks=masks, init=fresh_init(ticket, seed))
 
 
-#: Control name -> function ``(ticket, seed) -> ticket``.
-CONTROLS: dict[str, Control] = {
-    "winning": winning,
-    "random_ticket": random_ticket,
-    "reinit": reinit,
-    "random_mask": random_mask,
-    "dense": dense,
-}
-
-
 def get_control(name: str) -> Control:
     """The control function called ``name``; :class:`ConfigError` with a suggestion otherwise.
 
     Example:
         >>> get_control("reinit").__name__
         'reinit'
-        >>> get_control("random")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        >>> get_control("random")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ticket_zoo.errors.ConfigError: unknown control 'random' ...
+        ticket_zoo.errors.ConfigError: unknown control 'random' ...; known: winning, random_ticket, reinit, random_mask, dense
     """
-    if name in CONTROLS:
-        return CONTROLS[name]
-    raise ConfigError(
-        f"unknown control {name!r}{did_you_mean(name, CONTROLS, n=2)}; known controls: {', '.join(CONTROLS)}"
-    )
+    return CONTROLS.get(name)

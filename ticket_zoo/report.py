@@ -43,7 +43,6 @@ import io
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ._io import atomic_write_bytes, atomic_write_text, os_reason, prepare_out_dir
+from ._io import atomic_write_bytes, atomic_write_text, prepare_out_dir
 from .errors import ConfigError
+from .runfiles import read_rows
 
 __all__ = [
     "CONTROL_ORDER",
@@ -146,34 +146,8 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ('winning', 97.1)
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        raise ConfigError(
-            f"no results file at {path}; run `ticket-zoo transfer` to produce it, or pass the right OUT folder"
-        ) from None
-    except OSError as exc:  # a directory of that name, no permission, an I/O error
-        raise ConfigError(f"cannot read the results file {path} ({os_reason(exc)})") from None
-    # Bytes, not text: a killed writer can cut a multi-byte character in half.
-    lines = [(i + 1, raw) for i, raw in enumerate(data.split(b"\n")) if raw.strip()]
-    rows: list[dict[str, Any]] = []
-    for idx, (lineno, raw) in enumerate(lines):
-        is_last = idx == len(lines) - 1
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if is_last:
-                warnings.warn(
-                    f"{path}: skipping unreadable last line {lineno} (a writer was probably interrupted): {exc}",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                continue
-            raise ConfigError(
-                f"{path}: line {lineno} is not valid JSON ({exc}); fix or delete that line"
-            ) from None
-        rows.append(_check_row(obj, f"{path}: line {lineno}"))
-    return rows
+    rows = read_rows(path, missing_ok=False, line_numbers=True)
+    return [_check_row(obj, f"{path}: line {lineno}") for lineno, obj in rows]
 
 
 # --- statistics ----------------------------------------------------------------------------------------

@@ -56,8 +56,10 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
     append_line(path, json.dumps(dict(row), allow_nan=False))
 
 
-def read_rows(path: str | os.PathLike, *, repair: bool = False, missing_ok: bool = True) -> list[dict[str, Any]]:
-    """The JSON object rows of a ``.jsonl`` file.
+def read_rows(
+    path: str | os.PathLike, *, repair: bool = False, missing_ok: bool = True, line_numbers: bool = False
+) -> list[Any]:
+    """The JSON object rows of a ``.jsonl`` file (``(line number, row)`` pairs with ``line_numbers``).
 
     A malformed *last* line is a killed writer's: it is dropped with a ``UserWarning``, and with
     ``repair=True`` (the writer resuming) the file is rewritten without it, atomically. A malformed
@@ -80,7 +82,7 @@ def read_rows(path: str | os.PathLike, *, repair: bool = False, missing_ok: bool
     nonblank = [i for i, r in enumerate(raws) if r.strip()]
     torn = bool(data) and not data.endswith(b"\n")
     good: list[bytes] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[Any] = []
     for i in nonblank:
         try:
             row = json.loads(raws[i].decode("utf-8"))
@@ -97,7 +99,7 @@ def read_rows(path: str | os.PathLike, *, repair: bool = False, missing_ok: bool
                 continue
             raise ConfigError(f"{path}: line {i + 1} is not a JSON result row ({exc}); fix or delete that line") from None
         good.append(raws[i])
-        rows.append(row)
+        rows.append((i + 1, row) if line_numbers else row)
     if torn and repair:
         atomic_write_bytes(path, b"".join(g + b"\n" for g in good))
     return rows
