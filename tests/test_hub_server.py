@@ -27,9 +27,19 @@ REPO = "tester/tickets"
 README = "---\nlicense: mit\ntags:\n- lottery-ticket\n---\n# A ticket\n"
 
 
-def test_client_is_the_2x_series() -> None:
-    # HUB_PROTOCOL.md and this server follow huggingface_hub 2.x; a major bump must be re-checked.
-    assert huggingface_hub.__version__.split(".")[0] == "2"
+def test_installed_client_is_in_the_range_this_server_models() -> None:
+    # HUB_PROTOCOL.md and this server follow huggingface_hub 2.x: the project's requirement must keep
+    # a 3.x out (a major bump must be re-checked against the protocol), and the installed client must
+    # satisfy that requirement, whatever 2.x release it is.
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    (req,) = [Requirement(d) for d in deps if Requirement(d).name == "huggingface-hub"]
+    assert Version(huggingface_hub.__version__) in req.specifier
+    assert Version("3.0") not in req.specifier and Version("2.0") in req.specifier
 
 
 def _folder(root: Path, version: int) -> tuple[Path, dict[str, bytes]]:

@@ -8,10 +8,20 @@ import sys
 import ticket_zoo as tz
 
 
-def test_every_public_name_resolves():
-    for name in tz.__all__:
-        assert getattr(tz, name) is not None, name
+def test_every_public_name_resolves_to_the_object_its_module_defines():
+    from importlib import import_module
+
     assert set(tz._LAZY) <= set(tz.__all__)
+    for name, module in tz._LAZY.items():
+        assert getattr(tz, name) is getattr(import_module(f"ticket_zoo.{module}"), name), name
+    errors = [n for n in tz.__all__ if n.endswith("Error")]
+    assert errors and all(issubclass(getattr(tz, n), tz.TicketZooError) for n in errors)
+    rest = set(tz.__all__) - set(tz._LAZY) - set(errors)
+    assert rest == {"__version__"}, rest
+    import tomllib  # python >= 3.11 here; the version a user sees is the one the package declares
+
+    with open("pyproject.toml", "rb") as f:
+        assert tz.__version__ == tomllib.load(f)["project"]["version"]
 
 
 def test_transfer_is_the_function_even_after_its_module_is_imported():

@@ -142,7 +142,7 @@ def _type_name(tp: Any) -> str:
         names = [_type_name(a) for a in args if a is not type(None)]
         return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin is tuple:
-        return "a list of numbers" if args and args[-1] is Ellipsis else f"a list of {len(args)} values"
+        return "a list" if args and args[-1] is Ellipsis else f"a list of {len(args)} values"
     if origin is list:
         return "a list"
     if origin is dict or tp is dict:
@@ -207,13 +207,21 @@ def _range_text(s: Setting, integral: bool) -> str:
         return "a positive int"
     if s.low == 0 and s.high == 1 and s.low_open and s.high_open and not integral:
         return "a fraction in (0, 1)"
-    lo = "" if s.low is None else ("(" if s.low_open else "[") + f"{s.low:g}"
-    hi = "" if s.high is None else f"{s.high:g}" + (")" if s.high_open else "]")
+    article = "an" if integral else "a"
     if s.low is None:
-        return f"{'an' if integral else 'a'} {kind} {'<' if s.high_open else '<='} {s.high:g}"
+        return f"{article} {kind} {'<' if s.high_open else '<='} {_num(s.high)}"
     if s.high is None:
-        return f"{'an' if integral else 'a'} {kind} {'>' if s.low_open else '>='} {s.low:g}"
-    return f"{'an' if integral else 'a'} {kind} in {lo}, {hi}"
+        return f"{article} {kind} {'>' if s.low_open else '>='} {_num(s.low)}"
+    lo = ("(" if s.low_open else "[") + _num(s.low)
+    hi = _num(s.high) + (")" if s.high_open else "]")
+    return f"{article} {kind} in {lo}, {hi}"
+
+
+def _num(x: float) -> str:
+    """A bound as a person writes it: ``2**32`` rather than ``4.29497e+09``."""
+    if isinstance(x, int) and x >= 2**16 and x & (x - 1) == 0:
+        return f"2**{x.bit_length() - 1}"
+    return f"{x:g}"
 
 
 def _in_range(x: float, s: Setting) -> bool:
@@ -350,7 +358,7 @@ class Config:
                     raise ConfigError(
                         f"{f.name} must be one of {listed}, got {shorten(bad[0])!r}{did_you_mean(str(bad[0]), allowed)}"
                     )
-            integral = "int" in _type_name(tp) and "number" not in _type_name(tp)
+            integral = _item_type(tp) is int if _is_list_type(tp) else _scalar(tp) is int
             if ok and (s.low is not None or s.high is not None):
                 if any(not _in_range(x, s) for x in _numbers(value)):
                     ok = False
@@ -359,8 +367,9 @@ class Config:
                 if s.low is not None or s.high is not None:
                     want = _range_text(s, integral) + (" or null" if "null" in want else "")
                     if _is_list_type(tp):
-                        want = f"a list of {want.removeprefix('a ').removeprefix('an ')}s"
-                raise ConfigError(f"{f.name} must be {want}, got {shorten(value)}")
+                        want = f"a list, each {want}"
+                shown = repr(shorten(value)) if isinstance(value, str) else shorten(value)
+                raise ConfigError(f"{f.name} must be {want}, got {shown}")
         self.check()
 
     def check(self) -> None:
