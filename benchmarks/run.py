@@ -287,23 +287,28 @@ def data_throughput(args: argparse.Namespace) -> dict:
     """Loader images/s (as train() batches them) vs images/s a training step consumes."""
     import torch.nn.functional as F
 
-    from ticket_zoo.data import load_splits, make_loader
+    from ticket_zoo.batches import GlobalBatches, batch_indexable, epoch_batches
+    from ticket_zoo.data import load_splits
     from ticket_zoo.ticket import create_model
 
     rows = []
     for dataset, arch, size in (("digits[0-4]", "lenet_300_100", (1, 8, 8)), ("digits", "conv4", (3, 32, 32))):
         splits = load_splits(dataset, input_size=size)
         batch = 64
-        loader = make_loader(splits.train, batch, shuffle=True, seed=0, drop_last=True)
+        assert batch_indexable(splits.train)  # digits fit in memory: an ImageTensorDataset
+        # The batches exactly as train() takes them from batch-indexable data with num_workers=0: the
+        # index lists of a seeded permutation, one `dataset[index tensor]` per step, no DataLoader.
+        sampler = GlobalBatches(len(splits.train), batch, seed=0, rank=0, world=1)
         n = 0
         t0 = time.perf_counter()
-        for _ in range(5):
-            for x, _y in loader:
+        for epoch in range(5):
+            sampler.set_position(epoch, 0)
+            for x, _y in epoch_batches(splits.train, sampler):
                 n += x.shape[0]
         loader_ips = n / (time.perf_counter() - t0)
         model = create_model(arch, {"num_classes": splits.spec.num_classes, "in_chans": size[0], "img_size": size[1]})
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        x, y = next(iter(loader))
+        x, y = splits.train[torch.arange(batch)]
 
         def step(x=x, y=y, model=model, opt=opt) -> None:
             opt.zero_grad(set_to_none=True)
@@ -371,7 +376,7 @@ def transfer_throughput(args: argparse.Namespace) -> dict:
     """Images/s of a masked (winning) cell vs dense training of the same model, through the engine."""
     import tempfile
 
-    from ticket_zoo.transfer_engine import TransferConfig, transfer
+    from ticket_zoo.transfer_grid import TransferConfig, transfer
 
     rows = []
     for name in ("conv4-digits04-6pct", "lenet_300_100-digits04-5pct"):
@@ -462,8 +467,8 @@ def image_pipeline(args: argparse.Namespace) -> dict:
 
     from timm.data import ImageDataset, create_loader
 
+    from ticket_zoo.batches import GlobalBatches, quiet_generator
     from ticket_zoo.data import load_splits
-    from ticket_zoo.train import _GlobalBatches, _quiet_generator
 
     n_images, batch, repeats = 384, 32, 5
     rows = []
@@ -483,10 +488,10 @@ def image_pipeline(args: argparse.Namespace) -> dict:
                 for workers in (0, 1, 2):
                     # The loader train() builds: one global batch per step from a seeded permutation,
                     # persistent workers; its epoch advances like training's (new batches, new crops).
-                    sampler = _GlobalBatches(len(splits.train), batch, 0, 0, 1)
+                    sampler = GlobalBatches(len(splits.train), batch, 0, 0, 1)
                     ours = torch.utils.data.DataLoader(
                         splits.train, batch_sampler=sampler, num_workers=workers,
-                        persistent_workers=workers > 0, generator=_quiet_generator())  # fmt: skip
+                        persistent_workers=workers > 0, generator=quiet_generator())  # fmt: skip
                     theirs = create_loader(
                         timm_set, input_size=cfg["input_size"], batch_size=batch, is_training=True,
                         color_jitter=None, interpolation=cfg["interpolation"], mean=tuple(cfg["mean"]),

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ticket_zoo import zoo  # noqa: E402
-from ticket_zoo._io import atomic_write_bytes  # noqa: E402
-from ticket_zoo.hub import sha256_hex  # noqa: E402
+from ticket_zoo._io import atomic_write_bytes, sha256_hex  # noqa: E402
 
 # recipe (relative to the repo root) -> target percents of weights remaining. The last target is the
 # sparsest level of the family (~1.5%), where the lottery-ticket effect shows on digits.

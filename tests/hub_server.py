@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-__all__ = ["Commit", "HubEnv", "HubServer", "Repo", "configure_client", "git_blob_sha1", "lfs_pointer"]
+__all__ = [
+    "Commit",
+    "HubEnv",
+    "HubServer",
+    "Repo",
+    "configure_client",
+    "git_blob_sha1",
+    "lfs_pointer",
+    "parse_range",
+]
 
 # Suffixes the real Hub's default .gitattributes routes to LFS.
 _LFS_SUFFIXES = (
@@ -275,6 +284,16 @@ class HubServer:
             raise ValueError(f"unknown fault {kind!r}; choose one of {self.FAULT_KINDS}")
         with self._lock:
             self._faults.append([n, kind, paths_containing, method.upper() if method else None, float(seconds)])
+
+    def clear_failures(self) -> None:
+        """Drop the :meth:`fail_next` rules not used up yet (the next requests are served normally).
+
+        Example::
+
+            >>> server = HubServer(); server.fail_next(3); server.clear_failures()
+        """
+        with self._lock:
+            self._failures.clear()
 
     def count(self, method: str, path_contains: str = "") -> int:
         """How many logged requests had ``method`` and a path containing ``path_contains``.
@@ -861,7 +880,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, body = 200, data
         range_header = self.headers.get("Range")
         if range_header:
-            start, end = _parse_range(range_header, len(data))
+            start, end = parse_range(range_header, len(data))
             if start is None:
                 headers["Content-Range"] = f"bytes */{len(data)}"
                 self._send(416, b'{"error": "Requested range not satisfiable"}', headers=headers)
@@ -885,8 +904,14 @@ def _tree_oid(folder: str) -> str:
     return hashlib.sha1(b"tree " + folder.encode()).hexdigest()
 
 
-def _parse_range(header: str, size: int) -> tuple[int | None, int]:
-    """``bytes=N-``, ``bytes=N-M`` or ``bytes=-K`` -> inclusive (start, end); start None if unsatisfiable."""
+def parse_range(header: str, size: int) -> tuple[int | None, int]:
+    """``bytes=N-``, ``bytes=N-M`` or ``bytes=-K`` -> inclusive (start, end); start None if unsatisfiable.
+
+    Example::
+
+        >>> parse_range("bytes=-3", 10), parse_range("items=0-1", 10)
+        ((7, 9), (None, 0))
+    """
     unit, _, spec = header.partition("=")
     first, _, last = spec.split(",")[0].strip().partition("-")
     if unit.strip() != "bytes":
@@ -923,9 +948,17 @@ class HubEnv:
     def set_offline(self, offline: bool = True) -> None:
         """Flip ``HF_HUB_OFFLINE`` for the rest of the test (env var and the import-time constant).
 
-        Example::
+        Example (``hf_hub_download`` then answers from the cache only)::
 
-            >>> env.set_offline(True)  # hf_hub_download now answers from the cache only
+            >>> import os, tempfile, pytest
+            >>> from pathlib import Path
+            >>> server = HubServer().start()
+            >>> with pytest.MonkeyPatch.context() as mp:
+            ...     env = configure_client(server, Path(tempfile.mkdtemp()), mp)
+            ...     env.set_offline(True)
+            ...     os.environ["HF_HUB_OFFLINE"]
+            '1'
+            >>> server.stop()
         """
         from huggingface_hub import constants
 
@@ -936,9 +969,17 @@ class HubEnv:
         """Enable or disable Xet in the client. This server has no Xet storage, so with Xet enabled
         uploads only work when ``server.all_regular`` is True.
 
-        Example::
+        Example ("lfs" preupload answers then go through plain git-LFS)::
 
-            >>> env.set_xet(False)  # "lfs" preupload answers go through plain git-LFS
+            >>> import os, tempfile, pytest
+            >>> from pathlib import Path
+            >>> server = HubServer().start()
+            >>> with pytest.MonkeyPatch.context() as mp:
+            ...     env = configure_client(server, Path(tempfile.mkdtemp()), mp, xet=True)
+            ...     env.set_xet(False)
+            ...     os.environ["HF_HUB_DISABLE_XET"]
+            '1'
+            >>> server.stop()
         """
         from huggingface_hub import constants
 
@@ -953,10 +994,17 @@ def configure_client(
     with a fresh cache under ``tmp_path``, a dummy token, no telemetry and short timeouts.
     Everything is undone by ``monkeypatch`` at the end of the test.
 
-    Example::
+    Example (in a test, pass the ``tmp_path`` and ``monkeypatch`` fixtures)::
 
-        >>> env = configure_client(HubServer().start(), tmp_path, monkeypatch)
-        >>> hf_hub_download("me/repo", "README.md")  # goes to env.url, caches in env.cache_dir
+        >>> import tempfile, pytest
+        >>> from pathlib import Path
+        >>> from huggingface_hub import HfApi
+        >>> server = HubServer().start()
+        >>> with pytest.MonkeyPatch.context() as mp:
+        ...     env = configure_client(server, Path(tempfile.mkdtemp()), mp)
+        ...     HfApi().create_repo("me/repo").repo_id, env.url == server.url
+        ('me/repo', True)
+        >>> server.stop()
     """
     from huggingface_hub import constants
 

@@ -5,49 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import LENET, digits_ticket
 from ticket_zoo.controls import CONTROLS, fresh_init, get_control, random_mask, random_ticket, reinit
 from ticket_zoo.errors import ConfigError
-from ticket_zoo.masks import magnitude_masks, prunable_weights
-from ticket_zoo.ticket import Ticket, create_model
+from ticket_zoo.ticket import Ticket
 
-LENET = {"num_classes": 5, "in_chans": 1, "img_size": 8}
 CONV4 = {"num_classes": 5, "in_chans": 1, "img_size": 8}
-
-
-def make_ticket(
-    arch: str, kwargs: dict, density: float, *, steps: int = 8, seed: int = 0, level: int = 1
-) -> Ticket:
-    """A real ticket on digits[0-4]: rewind point = init, mask = magnitude of weights trained ``steps`` steps.
-
-    ``steps=0`` prunes the initial weights by magnitude (pruning at init; cheap for the conv net).
-    """
-    from ticket_zoo.data import load_splits
-    from ticket_zoo.train import TrainConfig, train
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = create_model(arch, kwargs)
-    rewind = {k: v.clone() for k, v in model.state_dict().items()}
-    if steps:
-        splits = load_splits("digits[0-4]")
-        cfg = TrainConfig(optimizer="adam", lr=1e-3, iterations=steps, batch_size=32, seed=seed)
-        train(model, splits.train, splits.val, cfg, progress=False)
-    masks = magnitude_masks(prunable_weights(model), density, scope="layerwise")
-    meta = {"source": "digits[0-4]", "input_size": [1, 8, 8], "level": level, "name": f"{arch}-l{level}"}
-    return Ticket.from_model(model, masks, arch=arch, arch_kwargs=kwargs, init_state=rewind, meta=meta)
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def ticket() -> Ticket:
-    return make_ticket("lenet_300_100", LENET, 0.3)
+    return digits_ticket("lenet_300_100", LENET, 0.3)
 
 
 @pytest.fixture(scope="module")
 def conv_ticket() -> Ticket:
-    return make_ticket("conv4", CONV4, 0.2, steps=0)
+    return digits_ticket("conv4", CONV4, 0.2, steps=0)
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -1,9 +1,11 @@
-"""Tests for ticket_zoo.data: registry, digits, splits, subsets, transforms, local data, streaming."""
+"""Tests for ticket_zoo.data and the modules beside it: the catalogue, digits, splits, subsets,
+transforms, local data, streaming."""
 
 from __future__ import annotations
 
 import collections
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -13,7 +15,9 @@ import torch
 from PIL import Image
 
 from ticket_zoo import data as D
+from ticket_zoo import images
 from ticket_zoo.errors import ConfigError, UnknownDatasetError
+from ticket_zoo.registry import Registry
 
 
 def _keys(t: torch.Tensor) -> collections.Counter:
@@ -24,6 +28,40 @@ def _keys(t: torch.Tensor) -> collections.Counter:
 def _norm(u8: np.ndarray, spec: D.DatasetSpec) -> torch.Tensor:
     x = torch.from_numpy(u8.astype(np.float32) / 255.0)
     return (x - spec.mean[0]) / spec.std[0]
+
+
+class _Opened(Exception):
+    """Raised by the ``datasets.load_dataset`` stand-in of :func:`_load_dataset_calls` (``stop=True``)."""
+
+
+def _load_dataset_calls(monkeypatch, *, stop: bool = False) -> list[dict]:
+    """The keyword arguments of every ``datasets.load_dataset`` call that reads one split, from now on.
+
+    With ``stop`` the first such call raises :class:`_Opened` instead of loading (no network, no data);
+    otherwise the real ``load_dataset`` runs. Calls without ``split`` (reading local data's features
+    for its spec) are passed through and not recorded.
+    """
+    real, calls = datasets.load_dataset, []
+
+    def load_dataset(*args, **kwargs):
+        if "split" not in kwargs:
+            return real(*args, **kwargs)
+        calls.append(kwargs)
+        if stop:
+            raise _Opened(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def _first_split_request(monkeypatch, name, **kwargs) -> dict:
+    """What ``load_splits(name, **kwargs)`` asks ``datasets.load_dataset`` for first (nothing is loaded)."""
+    with monkeypatch.context() as m:
+        calls = _load_dataset_calls(m, stop=True)
+        with pytest.raises(_Opened):
+            D.load_splits(name, **kwargs)
+    return calls[0]
 
 
 # --- digits ----------------------------------------------------------------------------------------
@@ -63,6 +101,10 @@ def test_digits_spec_mean_std_come_from_train_split():
     px = np.stack([np.asarray(im, dtype=np.float64) / 255 for im in D.digits_dataset()["train"]["image"]])
     assert spec.mean[0] == pytest.approx(px.mean(), abs=1e-5)
     assert spec.std[0] == pytest.approx(px.std(ddof=1), abs=1e-4)
+    # The catalogue's constants are the float32 statistics of the train split (to float32 rounding).
+    x = torch.from_numpy(px).float()
+    assert spec.mean[0] == pytest.approx(float(x.mean()), rel=1e-6)
+    assert spec.std[0] == pytest.approx(float(x.std()), rel=1e-6)
     assert spec.input_size == (1, 8, 8) and spec.num_classes == 10 and spec.augment == "none"
 
 
@@ -146,7 +188,7 @@ def test_resize_to_rgb_32(digits_splits):
 
 
 def test_lazy_path_matches_in_memory_path(monkeypatch, digits_splits):
-    monkeypatch.setattr(D, "_MAX_IN_MEMORY_ITEMS", 0)
+    monkeypatch.setattr(images, "MAX_IN_MEMORY_ITEMS", 0)
     lazy = D.load_splits("digits", seed=0)
     assert not isinstance(lazy.train, D.ImageTensorDataset)
     assert len(lazy.train) == len(digits_splits.train)
@@ -159,18 +201,21 @@ def test_lazy_path_matches_in_memory_path(monkeypatch, digits_splits):
     )
 
 
-def test_make_loader_is_seeded_and_covers_every_example(digits_splits):
+def test_in_memory_split_is_batch_indexable(digits_splits):
+    # The training loop takes a batch of a batch-indexable dataset as ds[index tensor], one op.
     ds = digits_splits.val
-
-    def epoch(seed):
-        return list(D.make_loader(ds, 32, shuffle=True, seed=seed))
-
-    a, b, c = epoch(0), epoch(0), epoch(1)
-    assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
-    assert not all(torch.equal(x[1], y[1]) for x, y in zip(a, c, strict=True))
-    xs = torch.cat([x for x, _ in a])
+    assert D.ImageTensorDataset.batch_indexable is True and ds.batch_indexable is True
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
+    batches = [ds[idx] for idx in perm.split(32)]
+    for idx, (xb, yb) in zip(perm.split(32), batches, strict=True):
+        items = [ds[int(i)] for i in idx]
+        assert torch.equal(xb, torch.stack([x for x, _ in items])) and yb.tolist() == [y for _, y in items]
+    xs = torch.cat([x for x, _ in batches])
     assert xs.shape == (len(ds), 1, 8, 8) and _keys(xs) == _keys(ds.images)
-    assert len(list(D.make_loader(ds, 32, drop_last=True))) == len(ds) // 32
+    # Lists and numpy indices work too; a single index gives an int label.
+    assert torch.equal(ds[[3, 1]][0], ds[np.array([3, 1])][0]) and isinstance(ds[np.int64(2)][1], int)
+    with pytest.raises(ConfigError, match="differ in count"):
+        D.ImageTensorDataset(torch.zeros(3, 1, 2, 2), torch.zeros(2, dtype=torch.long))
 
 
 # --- augmentation ----------------------------------------------------------------------------------
@@ -259,20 +304,72 @@ def test_paper_scale_recipes_validate_and_take_the_timm_pipeline():
         assert cfg.train.augment == "none", recipe  # the crops come from timm's pipeline, not twice
 
 
-def test_load_dataset_kwargs_for_hub_entries():
-    kw = D._load_dataset_kwargs(D.get_spec("svhn"), "train", False)
+def test_load_dataset_kwargs_for_hub_entries(monkeypatch):
+    kw = _first_split_request(monkeypatch, "svhn")
     assert kw == {
         "path": "ufldl-stanford/svhn",
         "name": "cropped_digits",
         "split": "train",
         "streaming": False,
+        "cache_dir": None,
     }
-    kw = D._load_dataset_kwargs(D.get_spec("imagenet"), "validation", True)
-    assert kw == {"path": "ILSVRC/imagenet-1k", "split": "validation", "streaming": True}
+    kw = _first_split_request(monkeypatch, "imagenet", streaming=True, cache_dir="/somewhere")
+    assert kw == {"path": "ILSVRC/imagenet-1k", "split": "train", "streaming": True, "cache_dir": "/somewhere"}
     # Subsets load the same data (the filtering happens after loading).
-    assert D._load_dataset_kwargs(D.get_spec("cifar100[0-9]"), "test", False)["path"] == "uoft-cs/cifar100"
-    with pytest.raises(ConfigError):
-        D._load_dataset_kwargs(D.get_spec("digits"), "train", False)
+    assert _first_split_request(monkeypatch, "cifar100[0-9]")["path"] == "uoft-cs/cifar100"
+    # digits is built in: never asked of load_dataset; a spec with neither a Hub id nor local data fails.
+    calls = _load_dataset_calls(monkeypatch, stop=True)
+    assert len(D.load_splits("digits[0-4]").test) > 0 and calls == []
+    with pytest.raises(ConfigError, match="not loaded through load_dataset"):
+        D.load_splits(replace(D.get_spec("mnist"), hub_id=None, local=None))
+
+
+def test_catalogue_is_one_registry_of_specs():
+    assert isinstance(D.DATASETS, Registry) and D.DATASETS.kind == "dataset"
+    assert sorted(D.DATASETS.names()) == D.list_datasets()
+    for name in D.DATASETS:
+        spec = D.DATASETS.get(name)
+        assert isinstance(spec, D.DatasetSpec) and spec.name == name
+        assert D.get_spec(name) is spec  # a plain name is its registration, nothing derived
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'cifar01'"):
+        D.DATASETS.get("cifar01")
+
+
+def test_register_dataset_on_a_throwaway_catalogue():
+    catalogue = Registry("dataset", UnknownDatasetError)
+    spec = D.DatasetSpec(name="tiny", hub_id="org/tiny", num_classes=4, mean=(0.5,), std=(0.25,),
+                         input_size=(1, 16, 16))  # fmt: skip
+    assert D.register_dataset(spec, registry=catalogue) is spec
+    assert D.get_spec("tiny", registry=catalogue) is spec
+    sub = D.get_spec("tiny[3,0]", registry=catalogue)
+    assert (sub.name, sub.classes, sub.num_classes, sub.hub_id) == ("tiny[3,0]", (3, 0), 2, "org/tiny")
+    assert "tiny" not in D.DATASETS and "tiny" not in D.list_datasets()
+    with pytest.raises(UnknownDatasetError, match=r"did you mean 'tiny'.*known: tiny; or use 'imagefolder:PATH'"):
+        D.get_spec("tinyy", registry=catalogue)
+    with pytest.raises(ValueError, match="already registered"):
+        D.register_dataset(spec, registry=catalogue)
+    # Specs that could not load are refused when registered, not when first used.
+    bad = [
+        ({"name": "a[0]"}, "name"),
+        ({"name": "a:b"}, "name"),
+        ({"hub_id": None}, "hub_id"),
+        ({"augment": "mixup"}, "augment"),
+        ({"image_pipeline": "fancy"}, "image_pipeline"),
+        ({"mean": (0.5, 0.5, 0.5)}, "mean and std"),
+        ({"std": (0.0,)}, "std > 0"),
+    ]
+    for change, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            D.register_dataset(replace(spec, **{"name": "other", **change}), registry=catalogue)
+    assert catalogue.names() == ("tiny",)
+
+
+def test_dataset_spec_is_keyword_only_with_hub_defaults():
+    spec = D.DatasetSpec(name="x", hub_id="o/x", num_classes=2, mean=(0.5,), std=(0.5,), input_size=(1, 4, 4))
+    assert (spec.image_column, spec.label_column, spec.train_split, spec.test_split) == ("image", "label", "train", "test")
+    assert (spec.val_split, spec.augment, spec.image_pipeline, spec.streaming) == (None, "none", "tensor", False)
+    with pytest.raises(TypeError):
+        D.DatasetSpec("x", "o/x")  # type: ignore[misc]
 
 
 def test_class_subset_on_registry_entry():
@@ -285,7 +382,7 @@ def test_class_subset_on_registry_entry():
 
 
 def test_unknown_dataset_suggests_close_name():
-    with pytest.raises(UnknownDatasetError, match=r"Did you mean 'cifar10'"):
+    with pytest.raises(UnknownDatasetError, match=r"did you mean 'cifar10'"):
         D.get_spec("cifar01")
     with pytest.raises(UnknownDatasetError, match="imagefolder:PATH"):
         D.get_spec("totally-unknown")
@@ -329,6 +426,22 @@ def test_missing_local_paths(tmp_path):
         D.get_spec(f"imagefolder:{tmp_path / 'nope'}")
     with pytest.raises(ConfigError, match="no file matches"):
         D.get_spec(f"parquet:{tmp_path}/*.parquet")
+    with pytest.raises(ConfigError, match="missing path after 'parquet:'"):
+        D.get_spec("parquet:")
+
+
+def test_local_kinds_are_one_registry():
+    from ticket_zoo import local_data
+
+    assert local_data.LOCAL_KINDS.names() == ("imagefolder", "parquet")
+    assert local_data.is_local("parquet:x") and not local_data.is_local("csv:x")
+    # An unregistered prefix is not local data: it is an unknown dataset name.
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'csv:x'"):
+        D.get_spec("csv:x")
+    # A hand-made spec with an unknown kind fails where its data would be read.
+    spec = replace(D.get_spec("mnist"), hub_id=None, local="csv:x")
+    with pytest.raises(ConfigError, match="unknown local data kind 'csv'"):
+        D.load_splits(spec)
 
 
 # --- local data ------------------------------------------------------------------------------------
@@ -350,20 +463,22 @@ def _write_imagefolder(root, splits=("train", "test"), classes=(0, 1, 2), per_cl
     return written
 
 
-def test_imagefolder_round_trip(tmp_path):
+def test_imagefolder_round_trip(tmp_path, monkeypatch):
     written = _write_imagefolder(tmp_path / "imgs")
     name = f"imagefolder:{tmp_path / 'imgs'}"
     spec = D.get_spec(name)
     assert spec.num_classes == 3 and spec.input_size == (1, 8, 8) and spec.test_split == "test"
     assert spec.hub_id is None and spec.local == name
-    kw = D._load_dataset_kwargs(spec, "train", False)
-    assert kw == {
+    calls = _load_dataset_calls(monkeypatch)
+    s = D.load_splits(name, cache_dir=str(tmp_path / "cache"))
+    assert calls[0] == {
         "path": "imagefolder",
         "data_dir": str(tmp_path / "imgs"),
         "split": "train",
         "streaming": False,
+        "cache_dir": str(tmp_path / "cache"),
     }
-    s = D.load_splits(name, cache_dir=str(tmp_path / "cache"))
+    assert {c["split"] for c in calls} == {"train", "test"}
     assert len(s.train) + len(s.val) == 36 and len(s.test) == 36
     # Folders d0, d1, d2 sort to labels 0, 1, 2; the pixels come back exactly (up to normalization).
     want = collections.Counter((_norm(a[None], spec).numpy().tobytes(), c) for a, c in written["test"])
@@ -399,17 +514,21 @@ def parquet_dir(tmp_path):
     return out
 
 
-def test_parquet_round_trip(parquet_dir, tmp_path):
+def test_parquet_round_trip(parquet_dir, tmp_path, monkeypatch):
     name = f"parquet:{parquet_dir}/*.parquet"
     spec = D.get_spec(name)
     assert spec.num_classes == 10 and spec.input_size == (1, 8, 8) and spec.test_split == "test"
-    kw = D._load_dataset_kwargs(spec, "test", True)
-    assert kw["path"] == "parquet" and kw["streaming"] is True and kw["split"] == "test"
-    assert kw["data_files"] == {
+    files = {
         "train": [str(parquet_dir / "train-00000.parquet")],
         "test": [str(parquet_dir / "test-00000.parquet")],
     }
+    kw = _first_split_request(monkeypatch, name, streaming=True)
+    assert kw["path"] == "parquet" and kw["streaming"] is True and kw["split"] == "train"
+    assert kw["data_files"] == files
+    calls = _load_dataset_calls(monkeypatch)
     s = D.load_splits(name, input_size=(3, 16, 16), cache_dir=str(tmp_path / "cache"))
+    (test_call,) = [c for c in calls if c["split"] == "test"]
+    assert test_call["path"] == "parquet" and test_call["data_files"] == files and test_call["streaming"] is False
     assert len(s.train) + len(s.val) == 200 and len(s.test) == 50
     ref = D.digits_dataset()["test"].select(range(50))
     assert s.test.labels.tolist() == list(ref["label"])
@@ -445,7 +564,7 @@ def test_streaming_local_parquet(parquet_dir):
     ref = np.asarray(D.digits_dataset()["test"].select(range(50))["label"])
     assert sorted(set(labels)) == [0, 1] and labels.count(0) == int((ref == 7).sum())
     # DataLoader batches a stream.
-    xb, yb = next(iter(D.make_loader(s.test, 8)))
+    xb, yb = next(iter(torch.utils.data.DataLoader(s.test, batch_size=8)))
     assert xb.shape == (8, 1, 8, 8) and yb.shape == (8,)
 
 

@@ -19,47 +19,21 @@ import torch
 import yaml
 
 import ticket_zoo
+from tests.helpers import TINY_FIND, write_recipe
 from ticket_zoo.errors import ConfigError, UnknownArchitectureError, UnknownDatasetError
 from ticket_zoo.find import FindConfig, density_schedule, find_tickets, register_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 
-# Tiny but real: LeNet-300-100 on digits, layerwise 20% (head 10%), rewind to step 20 (late resetting).
-TINY = {
-    "arch": "lenet_300_100",
-    "dataset": "digits",
-    "scope": "layerwise",
-    "prune_fraction": 0.2,
-    "head_prune_fraction": 0.1,
-    "rewind": 20,
-    "levels": 3,
-    "seed": 0,
-    "train": {
-        "optimizer": "adam",
-        "lr": 1.2e-3,
-        "batch_size": 60,
-        "iterations": 60,
-        "eval_every": 20,
-        "checkpoint_every": 20,
-    },
-}
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _recipe(tmp: Path, data: dict, name: str = "recipe.yaml") -> Path:
-    path = tmp / name
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One uninterrupted tiny IMP run shared by the tests below."""
     tmp = tmp_path_factory.mktemp("imp")
-    recipe = _recipe(tmp, TINY)
+    recipe = write_recipe(tmp, TINY_FIND)
     out = tmp / "out"
     torch.set_num_threads(1)
     rows = find_tickets(recipe, out, progress=False)
@@ -76,7 +50,7 @@ def _theta_k(k: int) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_model("lenet_300_100", {"num_classes": 10, "in_chans": 1, "img_size": 8})
-    cfg = TrainConfig.from_dict({**TINY["train"], "seed": 0})
+    cfg = TrainConfig.from_dict({**TINY_FIND["train"], "seed": 0})
     return train(model, splits.train, splits.val, cfg, capture_at=k, progress=False).captured
 
 
@@ -150,7 +124,7 @@ def test_run_files_summary_and_no_redo(tiny_run):
 
 def test_different_config_in_same_out_is_refused(tiny_run, tmp_path):
     _, out, _ = tiny_run
-    other = _recipe(tmp_path, {**TINY, "train": {**TINY["train"], "lr": 1e-3}})
+    other = write_recipe(tmp_path, {**TINY_FIND, "train": {**TINY_FIND["train"], "lr": 1e-3}})
     with pytest.raises(ConfigError, match=r"different config.*train\.lr"):
         find_tickets(other, out, progress=False)
 
@@ -209,7 +183,7 @@ def test_sigkill_and_resume_gives_identical_results(tiny_run, tmp_path):
     [
         ({"dataset": "digitz"}, UnknownDatasetError, "dataset"),
         ({"arch": "lenet_300_10"}, UnknownArchitectureError, "arch"),
-        ({"train": {**TINY["train"], "optimizer": "adma"}}, ConfigError, "optimizer"),
+        ({"train": {**TINY_FIND["train"], "optimizer": "adma"}}, ConfigError, "optimizer"),
         ({"prune_fracton": 0.2}, ConfigError, "prune_fracton"),
         ({"target_density": 1.5}, ConfigError, "target_density"),
         ({"target_density": 0.0}, ConfigError, "target_density"),
@@ -220,9 +194,11 @@ def test_sigkill_and_resume_gives_identical_results(tiny_run, tmp_path):
         ({"rewind": "3ep"}, ConfigError, "rewind"),  # 3 epochs = 63 iterations > 60
         ({"rewind": "soon"}, ConfigError, "rewind"),
         ({"scope": "layer"}, ConfigError, "scope"),
-        ({"overrides": {"conv*": 0.1}}, ConfigError, "overrides"),
+        ({"layer_prune_fractions": {"conv*": 0.1}}, ConfigError, "layer_prune_fractions"),
+        ({"overrides": {"conv*": 0.1}}, ConfigError, "layer_prune_fractions"),  # the old name, read as the new
+        ({"layer_prune_fractions": {"fc1.weight": 1.0}}, ConfigError, r"layer_prune_fractions\['fc1.weight'\]"),
         ({"arch_kwargs": {"num_classes": 7}}, ConfigError, "num_classes"),
-        ({"train": {**TINY["train"], "seed": 3}}, ConfigError, "seed"),
+        ({"train": {**TINY_FIND["train"], "seed": 3}}, ConfigError, "seed"),
     ],
 )
 def test_bad_recipes_are_rejected_before_training(tmp_path, monkeypatch, change, error, field):
@@ -232,7 +208,7 @@ def test_bad_recipes_are_rejected_before_training(tmp_path, monkeypatch, change,
         raise AssertionError("training started for an invalid recipe")
 
     monkeypatch.setattr(ticket_zoo.train, "train", no_training)
-    recipe = _recipe(tmp_path, {**TINY, **change})
+    recipe = write_recipe(tmp_path, {**TINY_FIND, **change})
     with pytest.raises(error, match=field):
         find_tickets(recipe, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "level_00").exists()
@@ -241,7 +217,7 @@ def test_bad_recipes_are_rejected_before_training(tmp_path, monkeypatch, change,
 def test_cli_flags_override_recipe_fields(tmp_path):
     import argparse
 
-    recipe = _recipe(tmp_path, {**TINY, "train": {**TINY["train"], "iterations": None, "epochs": 5}})
+    recipe = write_recipe(tmp_path, {**TINY_FIND, "train": {**TINY_FIND["train"], "iterations": None, "epochs": 5}})
     parser = argparse.ArgumentParser(prog="ticket-zoo")
     register_cli(parser.add_subparsers(dest="command"))
     out = tmp_path / "out"
@@ -343,23 +319,35 @@ def test_science_winning_ticket_beats_random_mask(tmp_path):
     assert last["test_acc"] > random_mean
 
 
-def test_one_shot_with_layer_overrides_on_conv4(tmp_path):
+ONE_SHOT = {
+    **TINY_FIND,
+    "arch": "conv4",
+    "rewind": 0,
+    "levels": 2,
+    "one_shot": True,
+    "layer_prune_fractions": {"features.*": 0.1},
+    "train": {**TINY_FIND["train"], "iterations": 20, "lr": 3e-4},
+}
+
+
+@pytest.fixture(scope="module")
+def one_shot_run(tmp_path_factory):
+    """A one-shot conv4 run whose conv layers follow their own rate (layer_prune_fractions)."""
+    tmp = tmp_path_factory.mktemp("oneshot")
+    recipe = write_recipe(tmp, ONE_SHOT)
+    out = tmp / "oneshot"
+    torch.set_num_threads(1)
+    rows = find_tickets(recipe, out, progress=False)
+    return recipe, out, rows
+
+
+def test_one_shot_with_layer_prune_fractions_on_conv4(one_shot_run):
     """One-shot: every level prunes the dense trained weights; conv layers follow their own 10% rate."""
     from safetensors.torch import load_file
 
     from ticket_zoo.masks import magnitude_masks
 
-    recipe = {
-        **TINY,
-        "arch": "conv4",
-        "rewind": 0,
-        "levels": 2,
-        "one_shot": True,
-        "overrides": {"features.*": 0.1},
-        "train": {**TINY["train"], "iterations": 20, "lr": 3e-4},
-    }
-    out = tmp_path / "oneshot"
-    find_tickets(_recipe(tmp_path, recipe), out, progress=False)
+    _, out, _ = one_shot_run
     dense_final = load_file(str(out / "level_00" / "final.safetensors"))
     ticket = ticket_zoo.load(out / "level_02")
     assert ticket.meta["method"] == "oneshot-layerwise"
@@ -367,5 +355,95 @@ def test_one_shot_with_layer_overrides_on_conv4(tmp_path):
         rate = 0.1 if name.startswith("features.") else (0.1 if name.startswith("head.") else 0.2)
         assert abs(int(mask.sum()) - (1 - rate) ** 2 * mask.numel()) <= 1, name
         weights = {name: dense_final[name]}
-        expected = magnitude_masks(weights, 0.5, "layerwise", overrides={name: (1 - rate) ** 2})[name]
+        expected = magnitude_masks(weights, 0.5, "layerwise", fixed_densities={name: (1 - rate) ** 2})[name]
         assert torch.equal(mask, expected), f"{name} is not the one-shot top-|w| of the dense weights"
+    assert ticket.meta["layer_prune_fractions"] == {"features.*": 0.1}
+
+
+def test_config_yaml_written_before_the_rename_still_resumes(one_shot_run, tmp_path):
+    """A run folder whose config.yaml says `overrides:` (the old name of layer_prune_fractions) resumes
+    under a recipe using either name, and nothing is retrained."""
+    import shutil
+
+    recipe, reference, rows = one_shot_run
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored["layer_prune_fractions"] == {"features.*": 0.1}
+    old = {("overrides" if k == "layer_prune_fractions" else k): v for k, v in stored.items()}
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    stamp = (out / "level_02" / "ticket.safetensors").stat().st_mtime_ns
+    assert find_tickets(recipe, out, progress=False) == [{**r, "path": str(out / Path(r["path"]).name)} for r in rows]
+    assert (out / "level_02" / "ticket.safetensors").stat().st_mtime_ns == stamp
+    # config.yaml is now written with the new name; an old recipe still resumes it.
+    assert "overrides" not in yaml.safe_load((out / "config.yaml").read_text())
+    legacy = {("overrides" if k == "layer_prune_fractions" else k): v for k, v in ONE_SHOT.items()}
+    again = find_tickets(write_recipe(tmp_path, legacy, "legacy.yaml"), out, progress=False)
+    assert [r["density"] for r in again] == [r["density"] for r in rows]
+    # A different value under the old name is a different config.
+    changed = {**legacy, "overrides": {"features.*": 0.3}}
+    with pytest.raises(ConfigError, match=r"different config.*layer_prune_fractions"):
+        find_tickets(write_recipe(tmp_path, changed, "changed.yaml"), out, progress=False)
+
+
+def test_resume_accepts_housekeeping_and_stop_changes_and_refuses_training_changes(tiny_run, tmp_path):
+    """train.device and levels are declared fingerprint=False; train.lr is part of the run."""
+    import shutil
+
+    recipe, reference, ref_rows = tiny_run
+    out = tmp_path / "resume"
+    shutil.copytree(reference, out)
+    stamp = (out / "level_02" / "ticket.safetensors").stat().st_mtime_ns
+    rows = find_tickets(recipe, out, overrides={"train.device": "cpu", "levels": 2}, progress=False)
+    assert [{**r, "path": Path(r["path"]).name} for r in rows] == [
+        {**r, "path": Path(r["path"]).name} for r in ref_rows[:3]
+    ]
+    assert (out / "level_02" / "ticket.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match=r"different config \(train\.lr: 0\.0012 -> 0\.001\)") as info:
+        find_tickets(recipe, out, overrides={"train.lr": 1e-3, "train.device": "cpu"}, progress=False)
+    assert "device" not in str(info.value) and "levels" not in str(info.value)
+
+
+def test_misspelled_augment_in_a_find_recipe_is_one_line_naming_augment(tmp_path):
+    config = FindConfig.from_yaml(write_recipe(tmp_path, {**TINY_FIND, "train": {**TINY_FIND["train"], "augment": "cifr"}}))
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("train: augment must be one of 'none', 'cifar'")
+    assert "did you mean 'cifar'" in message
+
+
+def test_seed_is_one_knob_train_seed_follows_it():
+    config = FindConfig.from_dict({**TINY_FIND, "seed": 5})
+    assert config.train.seed == 5 and config.effective_train().seed == 5
+    assert "seed" not in config.to_dict()["train"] and config.to_dict()["seed"] == 5
+    config.validate()
+    assert FindConfig.from_dict(config.to_dict()) == config
+    assert [d for d in config.differences(FindConfig.from_dict({**TINY_FIND, "seed": 6}))] == ["seed: 5 -> 6"]
+    with pytest.raises(ConfigError, match=r"train\.seed \(3\) differs from seed \(5\).*top-level seed"):
+        FindConfig.from_dict({**TINY_FIND, "seed": 5, "train": {**TINY_FIND["train"], "seed": 3}}).validate()
+
+
+def test_find_help_lists_the_flags_the_schema_declares(capsys):
+    """`ticket-zoo find --help` shows every flag declared on FindConfig (and its TrainConfig), with its help."""
+    import dataclasses
+
+    from ticket_zoo.cli import main
+    from ticket_zoo.train import TrainConfig
+
+    with pytest.raises(SystemExit) as info:
+        main(["find", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    declared = {
+        f.metadata["setting"].flag: f.metadata["setting"].help
+        for cls in (FindConfig, TrainConfig)
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("setting") is not None and f.metadata["setting"].flag
+    }
+    assert {"--levels", "--target-density", "--seed", "--iterations", "--lr"} <= set(declared)
+    for flag, help_text in declared.items():
+        assert flag in text and help_text in text, (flag, help_text)
+    for kept in ("--config", "--out", "--set", "--quiet"):
+        assert kept in text

@@ -78,7 +78,7 @@ def make_ticket(
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model = create_model(arch, kwargs, device="meta")  # only for the prunable names
     names = list(prunable_weights(model, prune_head=prune_head))
-    masks = magnitude_masks({n: state[n] for n in names}, density, scope=scope, overrides=overrides)
+    masks = magnitude_masks({n: state[n] for n in names}, density, scope=scope, fixed_densities=overrides)
     return Ticket(arch=arch, arch_kwargs=dict(kwargs), masks=masks, init=state, meta=dict(META))
 
 

@@ -22,20 +22,20 @@ import torch
 import yaml
 
 import ticket_zoo
-from tests.test_find import TINY, _recipe
+from tests.helpers import TINY_FIND, write_recipe
 from ticket_zoo.cli import main
 from ticket_zoo.errors import CheckpointError, ConfigError, OutputDirError
 from ticket_zoo.find import FindConfig, find_tickets
 from ticket_zoo.report import build_report
-from ticket_zoo.transfer_engine import TransferConfig, transfer
+from ticket_zoo.transfer_grid import TransferConfig, transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = {
-    **TINY,
+    **TINY_FIND,
     "levels": 2,
     "rewind": 10,
-    "train": {**TINY["train"], "iterations": 30, "eval_every": 10, "checkpoint_every": 10},
+    "train": {**TINY_FIND["train"], "iterations": 30, "eval_every": 10, "checkpoint_every": 10},
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def small_run(tmp_path_factory):
     """One finished find run (levels 0..2) that tests copy before changing anything."""
     tmp = tmp_path_factory.mktemp("small")
-    recipe = _recipe(tmp, SMALL)
+    recipe = write_recipe(tmp, SMALL)
     out = tmp / "run"
     rows = find_tickets(recipe, out, progress=False)
     return recipe, out, rows
@@ -192,7 +192,7 @@ def test_report_on_unusable_folder_is_one_line(afile, tmp_path, capsys):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.jsonl").mkdir()  # a folder where the results file should be
     code, err = _cli(["report", str(tmp_path / "r"), "--quiet"], capsys)
-    _assert_one_line(code, err, "cannot read the results file")
+    _assert_one_line(code, err, f"cannot read {tmp_path / 'r' / 'results.jsonl'} (is a directory)")
 
 
 _RESULT_ROWS = [
@@ -338,7 +338,7 @@ def test_run_that_failed_before_any_work_does_not_lock_its_folder(tmp_path, monk
 
     out = tmp_path / "out"
     # Too large a batch: refused before OUT is claimed.
-    big = _recipe(tmp_path, {**SMALL, "train": {**SMALL["train"], "batch_size": 100_000}}, "big.yaml")
+    big = write_recipe(tmp_path, {**SMALL, "train": {**SMALL["train"], "batch_size": 100_000}}, "big.yaml")
     code, err = _cli(["find", "--config", str(big), "--out", str(out), "--quiet"], capsys)
     _assert_one_line(code, err, "batch_size")
     assert not (out / "config.yaml").exists()
@@ -348,12 +348,12 @@ def test_run_that_failed_before_any_work_does_not_lock_its_folder(tmp_path, monk
         raise RuntimeError("crashed before the first step")
 
     monkeypatch.setattr(train_mod, "train", crash)
-    first = _recipe(tmp_path, {**SMALL, "train": {**SMALL["train"], "lr": 5e-4}}, "first.yaml")
+    first = write_recipe(tmp_path, {**SMALL, "train": {**SMALL["train"], "lr": 5e-4}}, "first.yaml")
     with pytest.raises(RuntimeError, match="crashed"):
         find_tickets(first, out, progress=False)
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 5e-4
     # The fixed recipe is accepted: it replaces the config of the run that never did anything.
-    fixed = _recipe(tmp_path, SMALL, "fixed.yaml")
+    fixed = write_recipe(tmp_path, SMALL, "fixed.yaml")
     with pytest.raises(RuntimeError, match="crashed"):
         find_tickets(fixed, out, progress=False)
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == SMALL["train"]["lr"]
@@ -361,7 +361,7 @@ def test_run_that_failed_before_any_work_does_not_lock_its_folder(tmp_path, monk
 
 def test_partly_trained_level_zero_of_another_config_says_how_to_start_over(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    recipe = _recipe(tmp_path, {**SMALL, "levels": 0}, "zero.yaml")
+    recipe = write_recipe(tmp_path, {**SMALL, "levels": 0}, "zero.yaml")
     real_step = torch.optim.Adam.step
     count = {"n": 0}
 
@@ -376,7 +376,7 @@ def test_partly_trained_level_zero_of_another_config_says_how_to_start_over(tmp_
         find_tickets(recipe, out, progress=False)
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     assert (out / "level_00" / ".ckpt" / "checkpoint.safetensors").is_file()
-    other = _recipe(tmp_path, {**SMALL, "levels": 0, "seed": 1}, "other.yaml")
+    other = write_recipe(tmp_path, {**SMALL, "levels": 0, "seed": 1}, "other.yaml")
     code, err = _cli(["find", "--config", str(other), "--out", str(out), "--quiet"], capsys)
     _assert_one_line(
         code, err, "different config", f"delete {out / 'level_00'}", "partial training", "new --out"
@@ -391,7 +391,7 @@ def test_partly_trained_level_zero_of_another_config_says_how_to_start_over(tmp_
 
 def test_finished_levels_of_another_config_keep_refusing_with_how_to_start_over(small_run, tmp_path, capsys):
     out = _copy_run(small_run, tmp_path / "run")
-    other = _recipe(tmp_path, {**SMALL, "train": {**SMALL["train"], "lr": 1e-3}}, "other.yaml")
+    other = write_recipe(tmp_path, {**SMALL, "train": {**SMALL["train"], "lr": 1e-3}}, "other.yaml")
     code, err = _cli(["find", "--config", str(other), "--out", str(out), "--quiet"], capsys)
     _assert_one_line(code, err, "different config", "train.lr", "3 finished level", "new --out",
                      f"delete {out}")  # fmt: skip

@@ -19,7 +19,7 @@ from huggingface_hub import HfApi
 
 import ticket_zoo
 from ticket_zoo import cli, hub, zoo
-from ticket_zoo.api import save
+from ticket_zoo.api import load_named, save
 from ticket_zoo.errors import (
     ChecksumMismatchError,
     ConfigError,
@@ -37,6 +37,7 @@ from ticket_zoo.errors import (
     TicketNotFoundError,
 )
 from ticket_zoo.masks import magnitude_masks
+from ticket_zoo.specs import TicketSpec, parse_hub_spec
 from ticket_zoo.ticket import Ticket, create_model
 
 REPO = "tester/lenet-digits"
@@ -257,8 +258,7 @@ def test_push_rejects_a_directory_without_ticket(hf_env, tmp_path) -> None:
         hub.push(tmp_path, REPO)
 
 
-def test_cli_push_and_pull(hf_env, tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))  # only the stages this file tests
+def test_cli_push_and_pull(hf_env, tmp_path, capsys) -> None:
     ticket = make_ticket(0)
     directory = save(ticket, tmp_path / "t")
     assert cli.main(["push", str(directory), "--repo", REPO, "--tag", "v1"]) == 0
@@ -283,10 +283,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def run_cli(monkeypatch, capsys):
+def run_cli(capsys):
     """``run_cli(argv) -> (exit code, error line)``; asserts a failure is exactly one line of its own
     (after huggingface_hub's progress bars, if any), never a traceback."""
-    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))  # only the stages this file tests
 
     def run(argv: list[str]) -> tuple[int, str]:
         capsys.readouterr()
@@ -369,7 +368,7 @@ BAD_REVISIONS = [
 @pytest.mark.parametrize("revision", GOOD_REVISIONS)
 def test_validate_revision_accepts_branches_tags_and_shas(revision) -> None:
     assert hub.validate_revision(revision) == revision
-    assert hub.parse_spec(f"hf-hub:{REPO}@{revision}") == (REPO, revision)
+    assert parse_hub_spec(f"hf-hub:{REPO}@{revision}") == TicketSpec("hub", repo_id=REPO, revision=revision)
 
 
 @pytest.mark.parametrize("revision", BAD_REVISIONS, ids=lambda r: repr(r)[:24])
@@ -439,7 +438,7 @@ def test_bad_revisions_are_refused_at_every_entry_point(hf_env, pushed, tmp_path
         "push revision=": lambda: hub.push(directory, REPO, revision=revision),
         "push repo@rev": lambda: hub.push(directory, f"{REPO}@{revision}"),
         "push tag=": lambda: hub.push(directory, REPO, tag=revision),
-        "card": lambda: zoo.load_named("lenet_300_100-digits-20pct", cards_dir=cards),
+        "card": lambda: load_named("lenet_300_100-digits-20pct", cards_dir=cards),
     }
     for where, attempt in attempts.items():
         with pytest.raises(ConfigError, match="invalid Hub (revision|tag)"):
@@ -644,10 +643,7 @@ def test_requests_outside_ticket_zoo_calls_are_left_alone(hf_env, pushed, short_
     # the guarded client is shared with other huggingface_hub users: no limit on their requests
     from huggingface_hub import hf_hub_download
 
-    from ticket_zoo import _hub_http
-
-    hub.load_from_hub(REPO)  # installs the guard
-    assert _hub_http.current() is None
+    hub.load_from_hub(REPO)  # installs the guard; its time limit must end with the call
     hf_env.server.fault_next(1, "stall", paths_containing="/resolve/", method="GET", seconds=1.5)
     start = time.monotonic()
     hf_hub_download(REPO, "README.md", force_download=True)  # the client resumes after the stall
@@ -693,7 +689,7 @@ def test_each_status_on_download_has_its_own_error(
         assert "cannot reach" not in message and "check your connection" not in message
         attempts = server.count(method, "/resolve/")
         assert attempts == {429: 2, 500: 4, 503: 4}.get(status, 1), attempts  # bounded retries
-        server._failures.clear()
+        server.clear_failures()
 
 
 @pytest.mark.parametrize(("status", "headers", "error", "match"), STATUS_CASES)
@@ -719,7 +715,7 @@ def test_each_status_on_push_has_its_own_error(
         attempts = server.count("POST", "/commit/")
         assert attempts == {429: 2, 500: 4, 503: 4}.get(status, 1), attempts
         assert server.repo(REPO).branches["main"] == head
-        server._failures.clear()
+        server.clear_failures()
 
 
 def test_a_rate_limit_is_waited_out_as_asked(hf_env, pushed) -> None:

@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from tests.hub_server import HubServer, _parse_range, git_blob_sha1
+from tests.hub_server import HubServer, git_blob_sha1, parse_range
 
 REPO = "tester/tickets"
 README = "---\nlicense: mit\ntags:\n- lottery-ticket\n---\n# A ticket\n"
@@ -313,11 +313,11 @@ def test_range_requests_and_headers(hf_env, api, tmp_path) -> None:
 
 
 def test_parse_range() -> None:
-    assert _parse_range("bytes=0-", 10) == (0, 9)
-    assert _parse_range("bytes=2-4", 10) == (2, 4)
-    assert _parse_range("bytes=-3", 10) == (7, 9)
-    assert _parse_range("bytes=10-", 10)[0] is None
-    assert _parse_range("items=0-1", 10)[0] is None
+    assert parse_range("bytes=0-", 10) == (0, 9)
+    assert parse_range("bytes=2-4", 10) == (2, 4)
+    assert parse_range("bytes=-3", 10) == (7, 9)
+    assert parse_range("bytes=10-", 10)[0] is None
+    assert parse_range("items=0-1", 10)[0] is None
 
 
 def test_fail_next_counts_down_and_filters(hub_server: HubServer) -> None:

@@ -1,4 +1,4 @@
-"""Photo sets through timm's data pipeline (ticket_zoo.data): which sets take it, eval examples equal
+"""Photo sets through timm's data pipeline (ticket_zoo.images): which sets take it, eval examples equal
 timm's eval transform exactly, training views are a pure function of (seed, batch, example) whatever
 the worker count or a resume, memory does not grow with the data, tickets record their data config."""
 
@@ -21,6 +21,8 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 from ticket_zoo import data as D
+from ticket_zoo.errors import ConfigError
+from ticket_zoo.images import TimmImageDataset
 from ticket_zoo.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,7 +77,7 @@ def test_photo_sets_take_timm_path_and_small_image_sets_keep_tensors(photos, tmp
         assert D.get_spec(name).image_pipeline == "tensor", name
 
     s = _load(photos, input_size=(3, 32, 32))
-    assert isinstance(s.train, D._TimmImageDataset) and isinstance(s.test, D._TimmImageDataset)
+    assert isinstance(s.train, TimmImageDataset) and isinstance(s.test, TimmImageDataset)
     assert s.data_config == {
         "input_size": [3, 32, 32], "interpolation": "bilinear", "mean": list(spec.mean),
         "std": list(spec.std), "crop_pct": 0.875, "crop_mode": "center",
@@ -95,7 +97,7 @@ def test_photo_sets_take_timm_path_and_small_image_sets_keep_tensors(photos, tmp
     assert _load(small, input_size=(3, 32, 32)).data_config is None
     assert _load(small, input_size=(3, 8, 8)).data_config["input_size"] == [3, 8, 8]
     assert _load(photos, input_size=(3, 32, 32), pipeline="tensor").data_config is None
-    with pytest.raises(D.ConfigError, match="pipeline"):
+    with pytest.raises(ConfigError, match="pipeline"):
         _load(small, pipeline="fancy")
 
 
@@ -129,7 +131,7 @@ def test_every_eval_example_is_timm_eval_transform_of_its_image(photos, size):
     assert len(expected) == 240  # every image distinct, so a tensor names its file
     seen = collections.Counter()
     for part in (s.val, s.test):
-        loader = D.make_loader(part, 32)
+        loader = torch.utils.data.DataLoader(part, batch_size=32)  # as train() evaluates them
         for xb, yb in loader:
             for x, y in zip(xb, yb, strict=True):
                 want, label = expected[x.numpy().tobytes()]

@@ -24,14 +24,15 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import ticket_zoo
+from tests.helpers import TINY_FIND, write_recipe
+from ticket_zoo.checkpoint import CHECKPOINT_NAME
 from ticket_zoo.errors import CheckpointError, ConfigError
 from ticket_zoo.find import find_tickets
-from ticket_zoo.train import CHECKPOINT_NAME, TrainConfig, build_optimizer, build_scheduler, train
+from ticket_zoo.train import TrainConfig, build_optimizer, build_scheduler, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
 from ddp_worker import make_data, make_masks, make_model  # noqa: E402
-from test_find import TINY, _recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -269,13 +270,13 @@ def test_sigkill_mid_late_resetting_run_resumes_bit_identically(tmp_path):
 
 # --- find: levels >= 1 train steps k..T, and say so -----------------------------------------------------
 
-LEVELS_1 = {**TINY, "levels": 1}  # rewind 20, 60 iterations a level, evaluation and checkpoint every 20
+LEVELS_1 = {**TINY_FIND, "levels": 1}  # rewind 20, 60 iterations a level, evaluation and checkpoint every 20
 
 
 @pytest.fixture(scope="module")
 def found(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("late")
-    recipe = _recipe(tmp, LEVELS_1)
+    recipe = write_recipe(tmp, LEVELS_1)
     out = tmp / "out"
     return recipe, out, find_tickets(recipe, out, progress=False)
 
@@ -355,9 +356,9 @@ def test_find_sigkill_in_a_late_reset_level_resumes_identically(found, tmp_path)
 def test_find_rewind_in_epochs_starts_at_that_many_epochs_of_steps(tmp_path):
     from ticket_zoo.data import load_splits
 
-    recipe = _recipe(tmp_path, {**LEVELS_1, "rewind": "1ep", "train": {**TINY["train"], "iterations": 40}})
+    recipe = write_recipe(tmp_path, {**LEVELS_1, "rewind": "1ep", "train": {**TINY_FIND["train"], "iterations": 40}})
     rows = find_tickets(recipe, tmp_path / "out", progress=False)
-    spe = len(load_splits("digits", seed=0).train) // TINY["train"]["batch_size"]
+    spe = len(load_splits("digits", seed=0).train) // TINY_FIND["train"]["batch_size"]
     assert 0 < spe < 40
     assert [(r["start_step"], r["steps"]) for r in rows] == [(0, 40), (spe, 40 - spe)]
     assert ticket_zoo.load(tmp_path / "out" / "level_01").meta["rewind_step"] == spe

@@ -155,16 +155,16 @@ def test_bad_arguments_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="non-finite"):
         magnitude_masks({"a": torch.tensor([1.0, float("nan")])}, 0.5)
     with pytest.raises(ConfigError, match="matches no prunable"):
-        magnitude_masks(w, 0.5, overrides={"nothing.*": 0.1})
+        magnitude_masks(w, 0.5, fixed_densities={"nothing.*": 0.1})
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        magnitude_masks(w, 0.5, overrides={"a": 1.5})
+        magnitude_masks(w, 0.5, fixed_densities={"a": 1.5})
 
 
-def test_overrides_respected_and_rest_keeps_global_budget() -> None:
+def test_fixed_densities_respected_and_rest_keeps_global_budget() -> None:
     torch.manual_seed(2)
     weights = {"f.0": torch.randn(40, 10), "f.1": torch.randn(30, 10), "head": torch.randn(10, 10)}
     total = sum(w.numel() for w in weights.values())
-    masks = magnitude_masks(weights, 0.2, overrides={"head": 0.5})
+    masks = magnitude_masks(weights, 0.2, fixed_densities={"head": 0.5})
     assert int(masks["head"].sum()) == 50
     assert sum(int(m.sum()) for m in masks.values()) == round(0.2 * total)
     # the other layers are ranked together, exactly like a global mask over them alone
@@ -173,11 +173,11 @@ def test_overrides_respected_and_rest_keeps_global_budget() -> None:
     for n in rest:
         assert torch.equal(masks[n], ref[n])
     # glob patterns work and several layers can be pinned
-    pinned = magnitude_masks(weights, 0.2, overrides={"f.*": 0.1})
+    pinned = magnitude_masks(weights, 0.2, fixed_densities={"f.*": 0.1})
     assert int(pinned["f.0"].sum()) == 40 and int(pinned["f.1"].sum()) == 30
     assert int(pinned["head"].sum()) == round(0.2 * total) - 70
     with pytest.raises(ConfigError, match="impossible"):
-        magnitude_masks(weights, 0.05, overrides={"f.0": 1.0})
+        magnitude_masks(weights, 0.05, fixed_densities={"f.0": 1.0})
 
 
 def test_magnitude_masks_deterministic_and_accepts_model() -> None:

@@ -178,7 +178,7 @@ def test_wheel_works_outside_the_repo(tmp_path) -> None:
 import ticket_zoo, ticket_zoo.demo as demo
 from pathlib import Path
 from ticket_zoo._recipe import resolve_recipe, shipped_recipes
-from ticket_zoo.transfer_engine import TransferConfig
+from ticket_zoo.transfer_grid import TransferConfig
 from ticket_zoo.find import FindConfig
 site = Path({str(site)!r}).resolve()
 assert Path(ticket_zoo.__file__).resolve().is_relative_to(site), ticket_zoo.__file__
@@ -212,7 +212,7 @@ print("ok")
 
 def test_find_and_transfer_overrides_mean_what_the_cli_means() -> None:
     from ticket_zoo.find import FindConfig
-    from ticket_zoo.transfer_engine import TransferConfig
+    from ticket_zoo.transfer_grid import TransferConfig
 
     over = {"train.iterations": 50, "seeds": [0, 1], "optimizers.sgd.lr": 0.1}
     cfg = TransferConfig.from_yaml("transfer-digits", over)  # a shipped recipe by name
@@ -243,12 +243,13 @@ def test_find_tickets_and_transfer_take_overrides(tmp_path) -> None:
 
 def test_missing_ticket_path_says_how_to_make_it(tmp_path, monkeypatch) -> None:
     from ticket_zoo.errors import ConfigError
-    from ticket_zoo.transfer_engine import TransferConfig
+    from ticket_zoo.transfer_cells import plan
+    from ticket_zoo.transfer_grid import TransferConfig
 
     monkeypatch.chdir(tmp_path)
     cfg = TransferConfig.from_yaml("transfer-digits", {"tickets": ["runs/demo/find"]})
     with pytest.raises(ConfigError, match="runs/demo/find does not exist.*ticket-zoo find"):
-        cfg.validate()
+        plan(cfg)  # planning reads the tickets (validate() reads none)
 
 
 def test_build_new_head_is_explicit() -> None:
@@ -289,7 +290,7 @@ def test_card_load_line_names_what_loads_it(tmp_path, monkeypatch) -> None:
 
 def test_publish_writes_the_card_to_cwd_cards_not_the_package(hf_env, tmp_path, monkeypatch) -> None:
     import ticket_zoo as tz
-    from ticket_zoo import zoo
+    from ticket_zoo import hub, zoo
 
     monkeypatch.delenv(zoo.CARDS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -297,6 +298,6 @@ def test_publish_writes_the_card_to_cwd_cards_not_the_package(hf_env, tmp_path, 
     own = tz.load("lenet_300_100-digits04-5pct")
     own = own.with_(meta={**own.meta, "name": "lenet_300_100-digits04-4pct"})
     tz.save(own, "runs/find/level_15")
-    entry = zoo.publish("runs/find/level_15", "tester/lenet-digits04")
+    entry = hub.publish("runs/find/level_15", "tester/lenet-digits04")
     assert Path(entry["card"]).resolve() == (tmp_path / "cards" / "lenet_300_100-digits04-4pct.md").resolve()
     assert {p.name for p in zoo.catalogue_dir().iterdir()} == installed

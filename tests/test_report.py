@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 
 from ticket_zoo.errors import ConfigError
-from ticket_zoo.report import build_report, compare, matching_sparsity, read_results, register_cli, summarize
+from ticket_zoo.report import (
+    build_report,
+    compare,
+    matching_sparsity,
+    plot,
+    read_results,
+    register_cli,
+    summarize,
+)
 
 T975_DF2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # Student t(0.975, df=2), closed form
 
@@ -459,9 +467,7 @@ def test_two_families_of_one_arch_and_source_are_two_groups(tmp_path, capsys):
     printed = capsys.readouterr().out
     # Same name prefix: the table must show the full family so the two rows can be told apart.
     assert f"| {FAM_A} |" in printed and f"| {FAM_B} |" in printed
-    from ticket_zoo.report import _figure
-
-    fig = _figure(report["summary"])
+    fig = plot(report["summary"])
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
 
 
@@ -538,9 +544,7 @@ def test_split_differing_reports_variants_apart(tmp_path, capsys):
     _check_split(report)
     printed = capsys.readouterr().out
     assert "[train_config.iterations=800]" in printed
-    from ticket_zoo.report import _figure
-
-    assert len([ax for ax in _figure(report["summary"]).axes if ax.get_visible()]) == 2
+    assert len([ax for ax in plot(report["summary"]).axes if ax.get_visible()]) == 2
 
 
 def test_cli_split_differing(tmp_path, capsys):
@@ -574,31 +578,30 @@ def test_concatenated_results_files_with_different_configs_are_refused(tmp_path)
 
 
 def test_plot_panels_share_one_y_range(rows):
-    from ticket_zoo.report import _figure, _y_limits
-
     summary = summarize(rows)
-    fig = _figure(summary)
+    fig = plot(summary)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 3  # the three settings of HAND_ROWS
     limits = {ax.get_ylim() for ax in axes}
     assert len(limits) == 1
     ((lo, hi),) = limits
-    assert (lo, hi) == pytest.approx(_y_limits(summary))
+    # The range spans every mean and interval end, padded by 6% of that span (at least half a point).
+    values = [v for s in summary for v in (s["mean"], s["ci95_low"], s["ci95_high"])]
+    pad = max(0.06 * (max(values) - min(values)), 0.5)
+    assert lo == pytest.approx(max(min(values) - pad, 0.0))
     assert lo <= min(s["ci95_low"] for s in summary)  # the lowest panel (fashion, 60%) fits
     # Interval ends above 100% (random_ticket's outlier seed) are clipped at 100 plus padding.
-    assert hi >= min(max(s["ci95_high"] for s in summary), 100.0)
     assert max(s["ci95_high"] for s in summary) > 100.0 >= max(s["mean"] for s in summary)
+    assert hi == pytest.approx(100.0 + pad)
 
 
 def test_plot_draws_error_bars_with_a_single_density():
     from matplotlib.container import ErrorbarContainer
 
-    from ticket_zoo.report import _figure
-
     rows = [_row("t", "sgd", "winning", 0.1, 0.1, s, a) for s, a in enumerate([90.0, 92.0, 94.0])]
     rows += [_row("t", "sgd", "random_ticket", 0.1, 0.1, s, a) for s, a in enumerate([85.0, 86.0, 90.0])]
     summary = summarize(rows)
-    (ax,) = [ax for ax in _figure(summary).axes if ax.get_visible()]
+    (ax,) = [ax for ax in plot(summary).axes if ax.get_visible()]
     bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     assert len(bars) == 2
     win = _pick(summary, control="winning")
@@ -618,24 +621,36 @@ def test_plot_draws_error_bars_with_a_single_density():
 # --- ticket families (transfer engine) -----------------------------------------------------------------
 
 
-def test_ticket_family_same_for_one_find_run_and_differs_by_recipe():
-    from types import SimpleNamespace
+def test_ticket_family_same_for_one_find_run_and_differs_by_recipe(tmp_path):
+    # The family the transfer grid plans for a saved ticket (TicketRef.family, recorded in every row).
+    from tests.helpers import LENET, digits_ticket
+    from ticket_zoo.api import save
+    from ticket_zoo.transfer_cells import inspect_tickets
+    from ticket_zoo.transfer_grid import TransferConfig
 
-    from ticket_zoo.transfer_engine import _ticket_family
+    ticket = digits_ticket("lenet_300_100", LENET, 0.5, steps=0)
+    saved = iter(range(100))
+
+    def family(name: str, recipe: dict | None) -> str:
+        meta = {**ticket.meta, "name": name}
+        if recipe is not None:
+            meta["recipe"] = recipe
+        folder = save(ticket.with_(meta=meta), tmp_path / f"t{next(saved)}")
+        cfg = TransferConfig(tickets=[str(folder)], targets=["digits[5-9]"], optimizers={"adam": None})
+        (ref,) = inspect_tickets(cfg)
+        return ref.family
 
     recipe = {"arch": "conv4", "source": "digits[0-4]", "train": {"iterations": 400, "lr": 0.1}}
-    t = SimpleNamespace(meta={"recipe": recipe})
-    a = _ticket_family(t, "conv4-digits04-5pct")
-    b = _ticket_family(t, "conv4-digits04-20pct")
+    a = family("conv4-digits04-5pct", recipe)
+    b = family("conv4-digits04-20pct", recipe)
     assert a == b
     assert a.startswith("conv4-digits04@") and len(a.split("@")[1]) == 8
     int(a.split("@")[1], 16)
-    other = SimpleNamespace(meta={"recipe": {**recipe, "train": {"iterations": 800, "lr": 0.1}}})
-    assert _ticket_family(other, "conv4-digits04-5pct") != a
+    other = {**recipe, "train": {"iterations": 800, "lr": 0.1}}
+    assert family("conv4-digits04-5pct", other) != a
     # Runtime-only fields (device) do not make a different find run.
-    on_gpu = SimpleNamespace(meta={"recipe": {**recipe, "device": "cuda"}})
-    assert _ticket_family(on_gpu, "conv4-digits04-5pct") == a
+    assert family("conv4-digits04-5pct", {**recipe, "device": "cuda"}) == a
     # A different name prefix is a different family even with the same recipe.
-    assert _ticket_family(t, "conv4-digits59-5pct") != a
+    assert family("conv4-digits59-5pct", recipe) != a
     # No recipe: the bare prefix.
-    assert _ticket_family(SimpleNamespace(meta={}), "conv4-digits04-12.5pct") == "conv4-digits04"
+    assert family("conv4-digits04-12.5pct", None) == "conv4-digits04"

@@ -38,7 +38,7 @@ import ticket_zoo
 from ticket_zoo import _dist
 from ticket_zoo.cli import main as cli_main
 from ticket_zoo.errors import ConfigError, OutputDirError
-from ticket_zoo.transfer_engine import TIMING_FIELDS
+from ticket_zoo.transfer_grid import TIMING_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "torchrun_worker.py"
@@ -213,12 +213,65 @@ def test_config_error_on_rank_0_stops_every_rank(runs):
     assert yaml.safe_load((runs.root / "two" / "config.yaml").read_text())["seed"] == 0
 
 
-def test_shared_errors_keep_their_class_and_message():
+def _as_rank(monkeypatch, rank: int, peer: bytes, fn, *args):
+    """``fn(*args)`` (``_dist.on_main`` / ``together``) as ``rank`` of a 2-process group whose other rank
+    sends ``peer``: torch.distributed is faked in this process, the exchange itself is _dist's own.
+    Returns (the result, or the exception raised; the bytes this rank sent)."""
+    dist, sent = torch.distributed, {}
+
+    def all_gather(out, t):  # _dist sends the payload sizes first (int64), then the padded payloads
+        other = 1 - rank
+        out[rank].copy_(t)
+        if t.dtype == torch.int64:
+            sent["size"] = int(t[0])
+            out[other].fill_(len(peer))
+        else:
+            sent["bytes"] = bytes(t[: sent["size"]].numpy())
+            out[other].zero_()
+            if peer:
+                out[other][: len(peer)] = torch.frombuffer(bytearray(peer), dtype=torch.uint8)
+
+    with monkeypatch.context() as m:
+        m.setattr(dist, "is_available", lambda: True)
+        m.setattr(dist, "is_initialized", lambda: True)
+        m.setattr(dist, "get_world_size", lambda: 2)
+        m.setattr(dist, "get_rank", lambda: rank)
+        m.setattr(dist, "get_backend", lambda: "gloo")
+        m.setattr(dist, "all_gather", all_gather)
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - the caller checks what was raised
+            result = exc
+    return result, sent["bytes"]
+
+
+def _raise(exc: BaseException):
+    raise exc
+
+
+def test_shared_errors_keep_their_class_and_message(monkeypatch):
     """How another rank's failure is raised here (the one-process path is a plain call)."""
     assert _dist.on_main(lambda: {"a": [1]}) == {"a": [1]} and _dist.together(lambda: 2) == 2
-    err = _dist._rebuild(json.loads(_dist._failure(OutputDirError("--out x: no"))), 0)
-    assert type(err) is OutputDirError and str(err) == "--out x: no" and isinstance(err, ConfigError)
-    err = _dist._rebuild(json.loads(_dist._failure(PermissionError(13, "Permission denied", "/x"))), 0)
-    assert type(err) is PermissionError and err.errno == 13 and err.filename == "/x"  # OSError picks it
-    err = _dist._rebuild(json.loads(_dist._failure(ValueError("bad"))), 1)
+    ok = b'{"ok": true}'  # what a rank whose fn returned sends in together()
+    # together(): the failing rank raises its own error; the other rank the same class and message.
+    for exc in (OutputDirError("--out x: no"), PermissionError(13, "Permission denied", "/x")):
+        own, sent = _as_rank(monkeypatch, 0, ok, _dist.together, _raise, exc)
+        assert own is exc
+        err, _ = _as_rank(monkeypatch, 1, sent, _dist.together, lambda: 2)
+        assert type(err) is type(exc) and str(err) == str(exc)
+        if isinstance(exc, OSError):
+            assert err.errno == 13 and err.filename == "/x"  # OSError picks PermissionError from errno
+        else:
+            assert isinstance(err, ConfigError)
+    # Anything else arrives as a RuntimeError naming the failing rank.
+    own, sent = _as_rank(monkeypatch, 1, ok, _dist.together, _raise, ValueError("bad"))
+    assert isinstance(own, ValueError)
+    err, _ = _as_rank(monkeypatch, 0, sent, _dist.together, lambda: 2)
     assert type(err) is RuntimeError and str(err) == "rank 1 failed with ValueError: bad"
+    # on_main(): rank 0 runs fn, the other rank gets its JSON result or its error (and runs nothing).
+    value, sent = _as_rank(monkeypatch, 0, b"", _dist.on_main, lambda: {"a": [1]})
+    assert value == {"a": [1]}
+    assert _as_rank(monkeypatch, 1, sent, _dist.on_main, _raise, AssertionError("ran on rank 1"))[0] == {"a": [1]}
+    own, sent = _as_rank(monkeypatch, 0, b"", _dist.on_main, _raise, OutputDirError("--out y: no"))
+    err, _ = _as_rank(monkeypatch, 1, sent, _dist.on_main, lambda: 1)
+    assert isinstance(own, OutputDirError) and type(err) is OutputDirError and str(err) == "--out y: no"

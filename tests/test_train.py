@@ -1,8 +1,10 @@
 """The training loop: config checks, optimizers and schedules, masks, determinism, capture,
-checkpoint/resume (including a real SIGKILL), best-val selection, and DDP under torchrun."""
+checkpoint/resume (including a real SIGKILL), best-val selection, batch indexing, DDP under
+torchrun, and the module boundaries (no hidden process-group state, no sys.modules look-ups)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -18,9 +20,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from ticket_zoo import _dist
+from ticket_zoo.batches import batch_indexable
+from ticket_zoo.checkpoint import CHECKPOINT_NAME
 from ticket_zoo.errors import CheckpointError, ConfigError
 from ticket_zoo.train import (
-    CHECKPOINT_NAME,
     TrainConfig,
     TrainResult,
     build_optimizer,
@@ -497,3 +501,178 @@ def test_progress_bar_shows_description_or_nothing(data, capsys):
     assert "level 3" in err and "8/8" in err
     train(make_model(), tr, va, cfg(iterations=8), progress=False)
     assert capsys.readouterr().err == ""
+
+
+# --- batch indexing: a declared protocol, same run either way ---------------------------------------
+
+
+class CountingTensorDataset(torch.utils.data.TensorDataset):
+    """A TensorDataset subclass (recognised as batch-indexable) that records how it is indexed."""
+
+    def __init__(self, base: torch.utils.data.TensorDataset, calls: list) -> None:
+        super().__init__(*base.tensors)
+        self.calls = calls
+
+    def __getitem__(self, index):
+        self.calls.append(index)
+        return super().__getitem__(index)
+
+
+class PerItem(torch.utils.data.Dataset):
+    """Could index a batch at once, but does not declare it: the loop must collate item by item."""
+
+    def __init__(self, base: torch.utils.data.TensorDataset, calls: list) -> None:
+        self.x, self.y = base.tensors
+        self.calls = calls
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index):
+        self.calls.append(index)
+        if isinstance(index, int):
+            return self.x[index], self.y[index]
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return self.x.index_select(0, idx), self.y.index_select(0, idx)
+
+
+class Declared(PerItem):
+    """Not a TensorDataset: declares that a tensor of indices gives the whole batch."""
+
+    batch_indexable = True
+
+
+class OptedOut(CountingTensorDataset):
+    """A TensorDataset subclass whose indexing must not be trusted with a batch."""
+
+    batch_indexable = False
+
+
+class Forwarding(torch.utils.data.Dataset):
+    """A wrapper that forwards attribute look-ups: it must not inherit the wrapped data's promise."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        return self.base[i]
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["base"], name)
+
+
+def test_batch_indexable_is_declared_by_the_class():
+    from ticket_zoo.data import ImageTensorDataset
+
+    base = make_data(8, 1)
+    assert ImageTensorDataset.batch_indexable is True and batch_indexable(ImageTensorDataset(*base.tensors))
+    assert batch_indexable(base) and batch_indexable(CountingTensorDataset(base, []))
+    assert batch_indexable(Declared(base, []))
+    assert not batch_indexable(PerItem(base, [])) and not batch_indexable(OptedOut(base, []))
+    assert not batch_indexable(Forwarding(Declared(base, [])))  # the instance forwards, the class declares nothing
+
+
+@pytest.mark.parametrize(
+    "cls, batched", [(CountingTensorDataset, True), (Declared, True), (PerItem, False), (OptedOut, False)]
+)
+def test_declared_datasets_are_batched_in_one_op_and_give_the_same_run(data, cls, batched):
+    tr, va, _ = data
+    c = cfg(iterations=20, augment="cifar", seed=4)
+    ref_model = make_model(dropout=0.2)
+    ref = train(ref_model, tr, va, c, progress=False)  # a plain TensorDataset
+
+    calls: list = []
+    model = make_model(dropout=0.2)
+    r = train(model, cls(tr, calls), va, c, progress=False)
+    if batched:  # one indexing op per step, with the step's 32 indices
+        assert len(calls) == 20
+        assert all(torch.is_tensor(i) and i.shape == (32,) for i in calls)
+    else:  # a DataLoader fetched every example on its own
+        assert len(calls) == 20 * 32 and all(isinstance(i, int) for i in calls)
+    assert_states_equal(state(model), state(ref_model))
+    assert numbers(r) == numbers(ref)
+
+    calls.clear()
+    assert evaluate(model, cls(va, calls), batch_size=48) == evaluate(model, va, batch_size=48)
+    assert len(calls) == (2 if batched else 64)  # 64 examples: batches of 48 and 16, or 64 items
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_image_tensor_dataset_trains_the_same_with_or_without_fast_indexing(data, monkeypatch, declared):
+    from ticket_zoo.data import ImageTensorDataset
+
+    monkeypatch.setattr(ImageTensorDataset, "batch_indexable", declared, raising=False)
+    tr, va, _ = data
+    images = ImageTensorDataset(*tr.tensors)
+    assert batch_indexable(images) is declared
+    c = cfg(iterations=20, augment="cifar")
+    ref_model, model = make_model(dropout=0.2), make_model(dropout=0.2)
+    ref = train(ref_model, tr, va, c, progress=False)
+    r = train(model, images, ImageTensorDataset(*va.tensors), c, progress=False)
+    assert_states_equal(state(model), state(ref_model))
+    assert numbers(r) == numbers(ref)
+
+
+# --- no hidden state, no reach-ins -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", [{}, {"RANK": "1"}], ids=["plain", "rank-without-torchrun"])
+def test_is_main_is_the_same_before_and_after_train(data, monkeypatch, env):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():  # RANK without WORLD_SIZE > 1: not torchrun, still rank 0 of 1
+        monkeypatch.setenv(key, value)
+    tr, va, _ = data
+    before = _dist.is_main()
+    assert before is True and before == _dist.setup("cpu").main
+    train(make_model(), tr, va, cfg(iterations=5), progress=False)
+    assert _dist.is_main() is before
+    assert not torch.distributed.is_initialized()  # one process: train joined no group
+
+
+def test_dist_setup_joins_once_and_registers_one_teardown(monkeypatch):
+    """Under torchrun, the first setup() starts the group; later ones (find's levels call train
+    again and again) reuse it and register nothing more. The group itself is faked here: the real
+    one is exercised by the torchrun tests."""
+    dist = torch.distributed
+    joined: list[str] = []
+    registered: list = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(joined))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 1)  # so setup() asks nothing else of the fake
+    monkeypatch.setattr(atexit, "register", registered.append)
+    # A once-per-process flag: reset so this test sees a process that has not joined a group yet.
+    monkeypatch.setattr(_dist, "_teardown_registered", False)
+    assert _dist.is_main() is False  # torchrun's RANK decides before the group is joined...
+    for _ in range(3):
+        _dist.setup("cpu")
+    assert joined == ["gloo"] and len(registered) == 1
+    assert _dist.is_main() is False  # ...and the group's rank after: the same answer
+    # The one teardown registered leaves the group together (a bounded barrier), then destroys it.
+    left: list[str] = []
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(dist, "monitored_barrier", lambda timeout: left.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: left.append("destroyed"))
+    registered[0]()
+    assert left == ["barrier", "destroyed"]
+
+
+def test_no_module_finds_another_modules_classes_through_sys_modules():
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "ticket_zoo").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            attr = isinstance(node, ast.Attribute) and node.attr == "modules"
+            attr = attr and isinstance(node.value, ast.Name) and node.value.id == "sys"
+            imported = isinstance(node, ast.ImportFrom) and node.module == "sys"
+            imported = imported and any(a.name == "modules" for a in node.names)
+            if attr or imported:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"sys.modules used to find another module's objects: {offenders}"

@@ -17,8 +17,8 @@ import torch
 from huggingface_hub import metadata_load
 
 import ticket_zoo
-from ticket_zoo import cli, zoo
-from ticket_zoo.api import save
+from ticket_zoo import cli, hub, zoo
+from ticket_zoo.api import load_named, save
 from ticket_zoo.errors import (
     ChecksumMismatchError,
     ConfigError,
@@ -97,7 +97,11 @@ def test_every_shipped_card_parses_and_names_are_well_formed() -> None:
     files = [p for p in CARDS.glob("*.md") if not p.name.startswith("_")]
     assert len(entries) == len(files) >= 98
     for path in files:  # the catalogue reads front matter exactly as huggingface_hub does
-        assert zoo._front_matter_of(path) == metadata_load(path)
+        hf = metadata_load(path)
+        entry = zoo.info(path.stem, cards_dir=CARDS)
+        shared = set(hf) & set(entry)
+        assert {"name", "arch", "source", "density", "recipe", "published"} <= shared, path.name
+        assert {k: entry[k] for k in shared} == {k: hf[k] for k in shared}, path.name
     for e in entries:
         assert zoo.NAME_RE.fullmatch(e["name"]) and e["name"].endswith("pct")
         assert e["recipe"].startswith("recipes/") and e["recipe"].endswith(".yaml")
@@ -141,7 +145,7 @@ def test_every_embedded_ticket_loads_and_matches_its_pin(name: str) -> None:
     e = zoo.info(name, cards_dir=CARDS)
     data = (zoo.embedded_dir() / e["embedded"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == e["sha256"]
-    ticket = zoo.load_named(name, cards_dir=CARDS)
+    ticket = load_named(name, cards_dir=CARDS)
     assert ticket.arch == e["arch"] and ticket.name == name
     assert abs(ticket.density - e["density"]) < 1e-6
     out = ticket.build()(torch.zeros(2, *ticket.meta["input_size"]))
@@ -188,10 +192,10 @@ def test_damaged_embedded_file_is_refused(cards, tmp_path) -> None:
     data[-1] ^= 1
     path.write_bytes(bytes(data))
     with pytest.raises(ChecksumMismatchError, match="reinstall"):
-        zoo.load_named("lenet_300_100-digits-20pct")
+        load_named("lenet_300_100-digits-20pct")
     path.unlink()
     with pytest.raises(TicketNotFoundError, match="missing"):
-        zoo.load_named("lenet_300_100-digits-20pct")
+        load_named("lenet_300_100-digits-20pct")
 
 
 def test_info_and_did_you_mean(cards) -> None:
@@ -224,7 +228,7 @@ def test_info_and_did_you_mean(cards) -> None:
 )
 def test_names_cannot_escape_the_catalogue(cards, name) -> None:
     with pytest.raises(TicketNotFoundError):
-        zoo.load_named(name)
+        load_named(name)
 
 
 def test_unpublished_entry_says_how_to_build_and_publish(cards) -> None:
@@ -240,7 +244,7 @@ def test_unpublished_entry_says_how_to_build_and_publish(cards) -> None:
 
 def test_shipped_unpublished_entry_message() -> None:
     with pytest.raises(TicketNotPublishedError) as err:
-        zoo.load_named("vgg19-imagenet-20pct", cards_dir=CARDS)
+        load_named("vgg19-imagenet-20pct", cards_dir=CARDS)
     assert "ticket-zoo find --config recipes/vgg19-imagenet.yaml" in str(err.value)
     assert "ticket-zoo publish runs/vgg19-imagenet/level_" in str(err.value)
 
@@ -282,7 +286,7 @@ def test_bad_cards_name_the_file(cards, text, match) -> None:
 def test_publish_writes_a_card_that_resolves_against_the_hub(hf_env, cards, tmp_path) -> None:
     ticket = make_ticket(7, 0.2, source="cifar10").with_(meta={"name": "x", "source": "cifar10"})
     directory = save(ticket, tmp_path / "run" / "level_07")
-    e = zoo.publish(directory, "tester/conv4-cifar10", name="conv4-cifar10-20pct", tag="v1")
+    e = hub.publish(directory, "tester/conv4-cifar10", name="conv4-cifar10-20pct", tag="v1")
     commit = hf_env.server.repo("tester/conv4-cifar10").tags["v1"]
     assert e["location"] == "hub" and e["repo_id"] == "tester/conv4-cifar10" and e["revision"] == commit
     assert e["sha256"] == hashlib.sha256((directory / "ticket.safetensors").read_bytes()).hexdigest()
@@ -302,8 +306,7 @@ def test_publish_writes_a_card_that_resolves_against_the_hub(hf_env, cards, tmp_
 # --- CLI --------------------------------------------------------------------------------------------
 
 
-def test_cli_list_info_publish_pull(hf_env, cards, tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))  # only the stages this file tests
+def test_cli_list_info_publish_pull(hf_env, cards, tmp_path, capsys) -> None:
     assert cli.main(["list", "--arch", "lenet_300_100", "--min-density", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "lenet_300_100-digits-50pct" in out and "lenet_300_100-digits-20pct" in out
@@ -379,7 +382,7 @@ def test_embedded_zoo_regenerates_bit_identically(tmp_path) -> None:
     # the zoo may hold entries built on different versions: compare those built on this one.
     comparable = set()
     for e in shipped:
-        recorded = zoo.load_named(e["name"], cards_dir=CARDS).meta["versions"]
+        recorded = load_named(e["name"], cards_dir=CARDS).meta["versions"]
         if all(recorded.get(k) == v for k, v in here.items()):
             comparable.add(e["name"])
     if not comparable:
@@ -450,8 +453,7 @@ BAD_CARDS = [
 
 
 @pytest.mark.parametrize(("case", "front", "match"), BAD_CARDS, ids=[c for c, _, _ in BAD_CARDS])
-def test_bad_card_fields_are_one_short_error_line(cards, capsys, monkeypatch, case, front, match) -> None:
-    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))
+def test_bad_card_fields_are_one_short_error_line(cards, capsys, case, front, match) -> None:
     (cards / "conv4-svhn-5pct.md").write_text(f"---\n{front}---\n# card\n")
     with pytest.raises(ConfigError, match=match) as err:
         zoo.list_tickets()
@@ -465,16 +467,14 @@ def test_bad_card_fields_are_one_short_error_line(cards, capsys, monkeypatch, ca
         assert len(out) < 1000
 
 
-def test_card_that_is_not_utf8_is_one_error_line(cards, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_STAGES", ("zoo",))
+def test_card_that_is_not_utf8_is_one_error_line(cards, capsys) -> None:
     (cards / "conv4-svhn-5pct.md").write_bytes(b"---\n" + GOOD_FRONT.encode() + b"note: \xff\xfe\n---\n")
     assert cli.main(["list"]) == 2
     errout = capsys.readouterr().err
     assert "not UTF-8" in errout and errout.count("\n") == 1
 
 
-def test_list_and_info_print_a_recorded_source_accuracy(cards, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_STAGES", ("zoo",))
+def test_list_and_info_print_a_recorded_source_accuracy(cards, capsys) -> None:
     (cards / "conv4-svhn-5pct.md").write_text(f"---\n{GOOD_FRONT}source_accuracy: 91.5\n---\n# card\n")
     assert zoo.info("conv4-svhn-5pct")["source_accuracy"] == 91.5
     assert cli.main(["list", "--arch", "conv4"]) == 0
@@ -486,7 +486,6 @@ def test_list_and_info_print_a_recorded_source_accuracy(cards, capsys, monkeypat
 @pytest.mark.parametrize("name", ["a" * 300, "a" * 300 + "-digits-5pct", "x" * 5000, "ab\ncd" * 100])
 @pytest.mark.parametrize("command", ["info", "pull", "load"])
 def test_overlong_names_are_one_short_error_line(cards, capsys, monkeypatch, tmp_path, command, name) -> None:
-    monkeypatch.setattr(cli, "_STAGES", ("zoo", "hub"))
     monkeypatch.chdir(tmp_path)
     if command == "load":
         with pytest.raises(TicketNotFoundError) as err:

@@ -1,9 +1,15 @@
 """ticket_zoo: find, store, share and transfer lottery tickets on any timm architecture.
 
 Example:
-    >>> import ticket_zoo as tz  # doctest: +SKIP
-    >>> tz.list_tickets(arch="lenet_300_100")  # doctest: +SKIP
-    >>> model = tz.load("lenet_300_100-digits04-5pct").build(num_classes=5)  # doctest: +SKIP
+    >>> import ticket_zoo as tz
+    >>> [e["name"] for e in tz.list_tickets(arch="lenet_300_100", source="digits04")][:2]
+    ['lenet_300_100-digits04-51pct', 'lenet_300_100-digits04-21pct']
+    >>> ticket = tz.load("lenet_300_100-digits04-5pct")  # embedded in the package: no network
+    >>> round(ticket.density, 3), ticket.num_classes
+    (0.046, 5)
+    >>> model = ticket.build(num_classes=10)  # a fresh 10-way head, the pruned body exact
+    >>> model.get_classifier().out_features
+    10
 """
 
 from __future__ import annotations
@@ -38,11 +44,11 @@ _LAZY = {
     "apply_masks_": "masked",
     "hold_masks": "masked",
     "find_tickets": "find",
-    "transfer": "transfer_engine",
+    "transfer": "transfer_grid",
     "build_report": "report",
     "push": "hub",
     "pull": "hub",
-    "publish": "zoo",
+    "publish": "hub",
     "list_tickets": "zoo",
     "info": "zoo",
 }
@@ -81,13 +87,13 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .api import load, save
     from .find import find_tickets
-    from .hub import pull, push
+    from .hub import publish, pull, push
     from .masked import apply_masks_, hold_masks
     from .masks import magnitude_masks, mask_overlap, prunable_names, random_masks
     from .report import build_report
     from .ticket import Ticket
-    from .transfer_engine import transfer
-    from .zoo import info, list_tickets, publish
+    from .transfer_grid import transfer
+    from .zoo import info, list_tickets
 
 
 def __getattr__(name: str):

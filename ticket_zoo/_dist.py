@@ -1,9 +1,16 @@
 """Running under ``torchrun``: one process group, one rank that writes, outcomes every rank shares.
 
-``find_tickets``, ``transfer`` and ``train`` each call :func:`setup` first, so the process group
-exists (when ``WORLD_SIZE > 1``) before anything is read or written. Then:
+**Setup is explicit.** Every entry point (``find_tickets``, ``transfer``, ``train``) calls
+:func:`setup` first, before anything is read or written. Under torchrun (``WORLD_SIZE > 1``) the
+first call joins the process group (NCCL on CUDA, gloo on CPU) and registers its teardown with
+``atexit`` (a bounded barrier, then ``destroy_process_group``: we started it, we end it); every later
+call reuses that group and registers nothing, so calling it again (``find`` calls ``train`` once per
+level) has no further effect. A group some other code started is used as it is and left to that code
+to end. Without ``WORLD_SIZE > 1`` no group is joined and :func:`setup` only picks the device. Then:
 
-* :func:`is_main`: rank 0 alone writes files, prints tables and shows progress bars.
+* :func:`is_main`: rank 0 alone writes files, prints tables and shows progress bars. It gives the
+  same answer before and after :func:`setup` (torchrun's ``RANK`` until the group is joined), so no
+  caller depends on whether some other entry point ran first.
 * :func:`on_main` runs a function on rank 0 only (prepare ``--out``, write a level's files, append a
   result row); it is also a barrier, so no rank reads a file before rank 0 has written it. Its
   JSON-able return value is sent to every rank, and if it raises, every rank raises the same error
@@ -16,8 +23,11 @@ folder, so ``OUT`` must be on a file system every rank sees (a single machine, o
 Without ``WORLD_SIZE > 1`` everything here is a plain function call.
 
 Example:
-    >>> ctx = setup("auto")  # doctest: +SKIP
-    >>> on_main(atomic_write_text, "out/config.yaml", text)  # doctest: +SKIP
+    >>> ctx = setup("cpu")  # one process: no group, rank 0 of 1 on the CPU
+    >>> (ctx.rank, ctx.world, ctx.device.type, ctx.main), setup("cpu") == ctx, is_main() == ctx.main
+    ((0, 1, 'cpu', True), True, True)
+    >>> on_main(lambda: "written by rank 0")
+    'written by rank 0'
 """
 
 from __future__ import annotations
@@ -81,17 +91,33 @@ def _group_world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _torchrun_world() -> int:
+    """The world size torchrun announces (``WORLD_SIZE``; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# True once setup() has registered the teardown of the group it started (registered once per process).
+_teardown_registered = False
+
+
 def setup(device: str = "auto") -> Dist:
-    """Join the process group under torchrun (``WORLD_SIZE > 1``; started once, reused after) and
-    return this process's :class:`Dist`. ``device`` is a TrainConfig device: NCCL on CUDA unless it
-    is ``"cpu"``, else gloo. Without torchrun: rank 0 of 1 on ``device`` (``"auto"``: CUDA if any)."""
+    """Join the process group under torchrun and return this process's :class:`Dist`. Idempotent.
+
+    Under torchrun (``WORLD_SIZE > 1``) the first call starts the group and registers its teardown
+    with ``atexit``; later calls reuse it. ``device`` is a TrainConfig device: NCCL on CUDA unless it
+    is ``"cpu"``, else gloo (the first call decides the backend). Without torchrun: rank 0 of 1 on
+    ``device`` (``"auto"``: CUDA if any), and no process-wide state is touched.
+    """
+    global _teardown_registered
     dist = torch.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+    if _torchrun_world() > 1 and dist.is_available() and not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo")
-        atexit.register(_destroy)  # we started it, we end it (later calls reuse it)
+        if not _teardown_registered:  # we started it, we end it at exit (_destroy ends whatever is left)
+            atexit.register(_destroy)
+            _teardown_registered = True
     if _group_world() > 1:
         return current()
     if device == "auto" or not isinstance(device, str):
@@ -112,12 +138,20 @@ def current() -> Dist:
 
 
 def is_main() -> bool:
-    """True on rank 0 (or without torchrun). Before the group is joined, torchrun's ``RANK`` decides,
-    so a rank > 0 is never taken for the main one."""
+    """True on rank 0, or without torchrun. The same before and after :func:`setup`: until the group
+    is joined torchrun's ``RANK`` decides, so a rank > 0 is never taken for the main one, and without
+    torchrun (``WORLD_SIZE`` unset or 1) this process is rank 0 of 1, as :func:`setup` says.
+
+    Example:
+        >>> is_main()  # a plain process
+        True
+    """
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
-    return os.environ.get("RANK", "0").strip() in ("", "0")
+    if _torchrun_world() > 1:
+        return os.environ.get("RANK", "0").strip() in ("", "0")
+    return True
 
 
 def barrier() -> None:
@@ -219,6 +253,7 @@ def _exchange(ctx: Dist, payload: bytes) -> list[bytes]:
 
 
 def _destroy() -> None:
+    """The teardown :func:`setup` registers with ``atexit``: leave the group together, then destroy it."""
     dist = torch.distributed
     if not dist.is_initialized():
         return

@@ -19,10 +19,31 @@ Inside a scope every request gets:
   of the call fails at once with a :class:`GaveUp` subclass, which huggingface_hub does not retry: its
   internal back-off loops (up to 6 attempts and 23 s of sleeping) end immediately.
 
-Example:
-    >>> call = Call("downloading ticket.safetensors of me/t@main", limit=60)  # doctest: +SKIP
+Example (offline: an httpx mock transport stands in for the Hub, which answers HTTP 429):
+    >>> hub = httpx2.MockTransport(lambda request: httpx2.Response(429, headers={"Retry-After": "30"}))
+    >>> client = httpx2.Client(transport=GuardedTransport(hub))
+    >>> client.get("https://huggingface.co/api/models/me/t").headers["Retry-After"]  # no scope: untouched
+    '30'
+    >>> with scope(Call("listing me/t", limit=60, max_rate_limited=0)) as call:
+    ...     first = client.get("https://huggingface.co/api/models/me/t")
+    ...     client.get("https://huggingface.co/api/models/me/t")
+    Traceback (most recent call last):
+    ...
+    ticket_zoo._hub_http.RateLimited: listing me/t: still rate-limited (HTTP 429)
+    >>> first.headers["Retry-After"], call.retry_after, call.spent  # huggingface_hub will not wait 30 s
+    ('0', 30.0, 'rate_limited')
+    >>> with scope(Call("downloading ticket.safetensors of me/t@main", limit=0)):
+    ...     client.get("https://huggingface.co/me/t/resolve/main/ticket.safetensors")
+    Traceback (most recent call last):
+    ...
+    ticket_zoo._hub_http.DeadlineExceeded: downloading ticket.safetensors of me/t@main: time limit of 0 s reached
+    >>> client.close()
+
+In ticket_zoo, :mod:`ticket_zoo.hub` installs the guard into huggingface_hub's shared client and opens a
+scope around each Hub call, like this (not run here: it needs a Hub server):
+
     >>> install()  # doctest: +SKIP
-    >>> with scope(call):  # doctest: +SKIP
+    >>> with scope(Call("downloading ticket.safetensors of me/t@main", limit=60)):  # doctest: +SKIP
     ...     hf_hub_download("me/t", "ticket.safetensors")
 """
 
@@ -298,6 +319,9 @@ def _guard_client(client: Any) -> Any:
 
 def install() -> None:
     """Make huggingface_hub's shared client guarded (idempotent; keeps a user's own client factory).
+
+    Not run as a doctest: it replaces huggingface_hub's client factory for the rest of the process
+    (``ticket_zoo.hub`` calls it before each Hub call).
 
     Example:
         >>> install(); install()  # doctest: +SKIP

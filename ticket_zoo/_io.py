@@ -1,13 +1,26 @@
-"""Files and output folders: atomic writes (a reader never sees a half-written file) and ``--out`` checks.
+"""Files and output folders: atomic writes (a reader never sees a half-written file), ``--out`` checks
+and the sha256 digests that catalogue cards, ``done.json`` and Hub downloads are checked against.
+
+The lowest layer of the storage modules (``_io`` → ``format`` → ``zoo`` → ``hub`` → ``api``): it imports
+nothing of ticket_zoo but :mod:`ticket_zoo.errors`, and never changes process-wide state such as the
+umask.
 
 Example:
-    >>> atomic_write_bytes("out/ticket.safetensors", data)  # doctest: +SKIP
-    >>> out = prepare_out_dir("runs/digits")  # doctest: +SKIP
+    >>> import shutil, tempfile
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> out = prepare_out_dir(tmp / "runs" / "digits")  # created, and checked to take files
+    >>> atomic_write_bytes(out / "ticket.safetensors", b"data").read_bytes()
+    b'data'
+    >>> append_line(out / "results.jsonl", '{"cell": 1}'); append_line(out / "results.jsonl", '{"cell": 2}')
+    >>> (out / "results.jsonl").read_text().splitlines()
+    ['{"cell": 1}', '{"cell": 2}']
+    >>> shutil.rmtree(tmp)
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +29,32 @@ from .errors import OutputDirError
 
 # Temporary files of atomic writes are named ".<target>.<random>.tmp" next to the target.
 TMP_SUFFIX = ".tmp"
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data`` (the digest catalogue cards pin for ``ticket.safetensors``).
+
+    Example:
+        >>> sha256_hex(b"")[:12]
+        'e3b0c44298fc'
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (a large ticket is never held twice).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile() as f:
+        ...     sha256_file(f.name) == sha256_hex(b"")
+        True
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _tmp_path(path: Path) -> Path:
@@ -67,8 +106,15 @@ def remove_stale_temps(directory: str | os.PathLike, *, recursive: bool = True) 
     files were removed.
 
     Example:
-        >>> remove_stale_temps("runs/digits")  # doctest: +SKIP
+        >>> import shutil, tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = (run / "ticket.safetensors").write_bytes(b"whole")
+        >>> _ = (run / ".ticket.safetensors.0123456789ab.tmp").write_bytes(b"half")  # left by a kill
+        >>> remove_stale_temps(run), sorted(p.name for p in run.iterdir())
+        (1, ['ticket.safetensors'])
+        >>> remove_stale_temps(run / "no-such-folder")
         0
+        >>> shutil.rmtree(run)
     """
     root = Path(directory)
     if not root.is_dir():

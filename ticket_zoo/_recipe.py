@@ -5,7 +5,16 @@ directory, a 2 GB log, a YAML "billion laughs" alias bomb) must end in one
 :class:`~ticket_zoo.errors.ConfigError` line, never in a traceback or an exhausted machine.
 
 Example:
-    >>> data = read_yaml_file("recipes/lenet_300_100-digits.yaml")  # doctest: +SKIP
+    >>> data = read_yaml_file(resolve_recipe("lenet_300_100-digits04"))
+    >>> data["arch"], data["train"]["optimizer"]
+    ('lenet_300_100', 'adam')
+    >>> bomb = "{a: &a [" + ", ".join("x" * 10) + "]"  # each alias list repeats the one before 10 times
+    >>> for prev, name in zip("abcd", "bcde"):
+    ...     bomb += f", {name}: &{name} [" + ", ".join(["*" + prev] * 10) + "]"
+    >>> parse_yaml_text(bomb + "}", "recipe bomb.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ticket_zoo.errors.ConfigError: recipe bomb.yaml expands to more than 100000 values (YAML aliases of ...
 """
 
 from __future__ import annotations

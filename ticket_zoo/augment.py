@@ -5,15 +5,27 @@ batch on the same device; the same generator state gives the same result, which 
 resumed or late-resetting run exact (the training loop seeds the generator from ``(seed, step)``).
 Photo datasets are augmented per image by timm's pipeline instead (see :mod:`ticket_zoo.data`).
 
-Adding one is a decorated function here plus its test:
+Adding one is a decorated function here plus its test; ``TrainConfig`` accepts its name at once
+(this example removes it again, to leave the registry as it was):
 
-    >>> @AUGMENTATIONS.register("my_flip")          # doctest: +SKIP
-    ... def my_flip(x, generator): ...
+    >>> from ticket_zoo.train import TrainConfig
+    >>> @AUGMENTATIONS.register("hflip")
+    ... def hflip(x, generator):
+    ...     return x.flip(-1)
+    >>> TrainConfig(iterations=1, augment="hflip").validate()
+    >>> augment_batch(torch.tensor([[[[1.0, 2.0]]]]), "hflip", torch.Generator()).tolist()
+    [[[[2.0, 1.0]]]]
+    >>> AUGMENTATIONS.remove("hflip") is hflip
+    True
 
 Example:
     >>> g = torch.Generator().manual_seed(0)
     >>> augment_batch(torch.randn(2, 3, 32, 32), "cifar", g).shape
     torch.Size([2, 3, 32, 32])
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> torch.equal(augment_batch(x, "cifar", torch.Generator().manual_seed(3)),
+    ...             augment_batch(x, "cifar", torch.Generator().manual_seed(3)))  # same generator state, same batch
+    True
     >>> AUGMENTATIONS.names()
     ('none', 'cifar')
 """

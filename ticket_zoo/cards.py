@@ -1,14 +1,17 @@
 """Model cards (README.md with YAML front matter) rendered with ``huggingface_hub.ModelCard``.
 
+A card's load line names the catalogue entry only when that entry is this very ticket, so this module
+sits above the catalogue (``format`` → ``zoo`` → ``cards`` → ``hub`` → ``api``).
+
 Example:
-    >>> card = render_card(ticket)  # doctest: +SKIP
-    >>> card.data.library_name  # doctest: +SKIP
-    'ticket-zoo'
+    >>> import ticket_zoo as tz
+    >>> card = render_card(tz.load("lenet_300_100-digits04-5pct"))
+    >>> card.data.library_name, card.data.ticket["arch"], card.data.ticket["density"]
+    ('ticket-zoo', 'lenet_300_100', 0.045815)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,6 +21,9 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from . import zoo
+from ._io import sha256_hex
+from .format import ticket_to_bytes
 from .ticket import Ticket
 
 
@@ -107,19 +113,15 @@ transform = timm.data.create_transform(**tz.load("{load_target}").meta["data_con
 
 def _is_catalogue_ticket(ticket: Ticket, name: str) -> bool:
     """Whether catalogue entry ``name`` is this very ticket (published, same arch, masks and density)."""
-    from .zoo import info
-
     try:
-        entry = info(name)
+        entry = zoo.info(name)
     except Exception:  # not a catalogue name, no catalogue: not one
         return False
     if entry.get("arch") != ticket.arch or not (entry.get("embedded") or entry.get("repo_id")):
         return False
     if entry.get("sha256"):
         try:
-            from .format import ticket_to_bytes
-
-            return hashlib.sha256(ticket_to_bytes(ticket)).hexdigest() == entry["sha256"]
+            return sha256_hex(ticket_to_bytes(ticket)) == entry["sha256"]
         except Exception:
             return False
     return False
@@ -136,8 +138,16 @@ def load_target_for(
     own run is not the catalogue's ticket, so its card points at its directory.)
 
     Example:
-        >>> load_target_for(ticket, "lenet_300_100-digits04-5pct", path="runs/find/level_14")  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> load_target_for(ticket, "lenet_300_100-digits04-5pct", path="runs/find/level_14")
         'runs/find/level_14'
+        >>> load_target_for(ticket)  # the catalogue entry is this very ticket
+        'lenet_300_100-digits04-5pct'
+        >>> load_target_for(ticket.with_(meta={**ticket.meta, "seed": 1}))  # same name, not the same ticket
+        'path/to/ticket_dir'
+        >>> load_target_for(ticket, repo_id="me/lenet-digits04")
+        'hf-hub:me/lenet-digits04'
     """
     if repo_id:
         return f"hf-hub:{repo_id}"
@@ -163,7 +173,15 @@ def render_card(
     :func:`load_target_for`).
 
     Example:
-        >>> render_card(ticket, path="my_ticket").save("my_ticket/README.md")  # doctest: +SKIP
+        >>> import shutil, tempfile
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> tmp = tempfile.mkdtemp()
+        >>> render_card(ticket, path="my_ticket").save(f"{tmp}/README.md")
+        >>> card = ModelCard.load(f"{tmp}/README.md")  # read back: the YAML front matter and the body
+        >>> card.data.library_name, card.data.ticket["level"], 'tz.load("my_ticket")' in card.text
+        ('ticket-zoo', 14, True)
+        >>> shutil.rmtree(tmp)
     """
     meta = ticket.meta
     name = name or ticket.name or f"{ticket.arch}-ticket"

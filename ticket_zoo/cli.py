@@ -16,10 +16,17 @@ from importlib import import_module
 from .errors import TicketZooError
 
 # Order here is the order of `ticket-zoo --help`.
-_STAGES = ("find", "transfer_engine", "report", "zoo", "hub", "demo")
+_STAGES = ("find", "transfer_grid", "report", "zoo", "hub", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ticket-zoo`` argument parser, with every stage's subcommands.
+
+    Example:
+        >>> args = build_parser().parse_args(["report", "runs/transfer"])
+        >>> args.command, args.out_dir
+        ('report', 'runs/transfer')
+    """
     parser = argparse.ArgumentParser(
         prog="ticket-zoo",
         description="Find, store, share and transfer lottery tickets on any timm architecture.",
@@ -34,6 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``ticket-zoo`` with ``argv`` (default: the command line); return the exit code.
+
+    A :class:`~ticket_zoo.errors.TicketZooError` (or an unexpected file-system error) becomes one line on
+    stderr and exit code 2.
+
+    Example:
+        >>> main(["list", "--arch", "conv4", "--source", "digits04"])
+        name                   density  src acc  where
+        conv4-digits04-51pct    51.26%    98.33  embedded
+        conv4-digits04-21pct    21.05%    98.89  embedded
+        conv4-digits04-6pct      5.55%    97.22  embedded
+        conv4-digits04-1pct      1.47%    93.89  embedded
+        0
+        >>> import contextlib, sys
+        >>> with contextlib.redirect_stderr(sys.stdout):  # show the error line here
+        ...     main(["info", "conv4-digits04-25pct"])
+        ticket-zoo: error: no catalogue entry 'conv4-digits04-25pct'; did you mean conv4-digits04-51pct, conv4-digits04-21pct, conv4-digits04-6pct? (`ticket-zoo list` shows them all)
+        2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

@@ -49,7 +49,7 @@ import yaml
 
 from .errors import ConfigError, did_you_mean, shorten
 
-__all__ = ["Config", "Setting", "apply_overrides", "parse_set", "setting"]
+__all__ = ["Config", "Setting", "apply_overrides", "flatten_overrides", "parse_set", "setting"]
 
 _MISSING = dataclasses.MISSING
 
@@ -141,10 +141,13 @@ def _type_name(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         names = [_type_name(a) for a in args if a is not type(None)]
         return " or ".join(names) + (" or null" if type(None) in args else "")
+    plural = {int: "ints", float: "numbers", str: "non-empty strings", bool: "true/false values"}
     if origin is tuple:
-        return "a list" if args and args[-1] is Ellipsis else f"a list of {len(args)} values"
+        if args and args[-1] is Ellipsis:
+            return f"a list of {plural.get(args[0], 'values')}"
+        return f"a list of {len(args)} values"
     if origin is list:
-        return "a list"
+        return f"a list of {plural.get(args[0], 'values')}" if args else "a list"
     if origin is dict or tp is dict:
         return "a mapping"
     if isinstance(tp, type) and issubclass(tp, Config):
@@ -546,7 +549,7 @@ def apply_overrides(
         {'seeds': [5]}
     """
     out = json.loads(json.dumps(dict(raw), default=_json_plain))  # a deep copy of plain data
-    flat = _flatten(overrides)
+    flat = flatten_overrides(overrides)
     for key, value in flat.items():
         parts = key.split(".")
         if not all(parts):
@@ -567,12 +570,13 @@ def apply_overrides(
     return out
 
 
-def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_overrides(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Overrides as dotted keys only: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
     flat: dict[str, Any] = {}
     for key, value in overrides.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{path}."))
+            flat.update(flatten_overrides(value, f"{path}."))
         else:
             flat[path] = value
     return flat

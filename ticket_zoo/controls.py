@@ -23,10 +23,14 @@ global torch RNG is left exactly as it was. The result's ``meta`` records ``cont
 from.
 
 Example:
-    >>> from ticket_zoo.controls import get_control  # doctest: +SKIP
-    >>> control = get_control("random_ticket")(ticket, seed=0)  # doctest: +SKIP
-    >>> control.layer_densities == ticket.layer_densities  # doctest: +SKIP
+    >>> import ticket_zoo as tz
+    >>> from ticket_zoo.controls import get_control
+    >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+    >>> control = get_control("random_ticket")(ticket, seed=0)
+    >>> control.layer_densities == ticket.layer_densities
     True
+    >>> control.meta["control"], control.meta["control_seed"], round(control.meta["ticket_density"], 4)
+    ('random_ticket', 0, 0.0458)
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ CONTROLS: Registry[Control] = Registry("control")
 
 
 def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise ConfigError(f"control seed must be an int in [0, 2**31), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"control seed must be an int in [0, 2**32), got {seed!r}")
     return seed
 
 
@@ -84,8 +88,17 @@ def fresh_init(ticket: Ticket, seed: int) -> dict[str, torch.Tensor]:
     weights.
 
     Example:
-        >>> state = fresh_init(ticket, seed=0)  # doctest: +SKIP
-        >>> set(state) == set(ticket.init)  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> rng = torch.random.get_rng_state()
+        >>> state = fresh_init(ticket, seed=0)
+        >>> set(state) == set(ticket.init)
+        True
+        >>> torch.equal(state["fc1.weight"], fresh_init(ticket, seed=0)["fc1.weight"])  # same seed, same weights
+        True
+        >>> torch.equal(state["fc1.weight"], fresh_init(ticket, seed=1)["fc1.weight"])
+        False
+        >>> torch.equal(rng, torch.random.get_rng_state())  # the global RNG is untouched
         True
     """
     seed = _check_seed(seed)
@@ -107,8 +120,15 @@ def winning(ticket: Ticket, seed: int = 0) -> Ticket:
     """The ticket as it is (a copy): its mask and its rewind weights. ``seed`` is recorded only.
 
     Example:
-        >>> winning(ticket, 0).masks.keys() == ticket.masks.keys()  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> w = winning(ticket, 0)
+        >>> all(torch.equal(w.masks[k], ticket.masks[k]) for k in ticket.masks)
         True
+        >>> all(torch.equal(w.init[k], ticket.init[k]) for k in ticket.init)
+        True
+        >>> w.meta["control"], w.masks["fc1.weight"] is ticket.masks["fc1.weight"]  # a copy
+        ('winning', False)
     """
     seed = _check_seed(seed)
     return _derived(ticket, "winning", seed)
@@ -119,8 +139,14 @@ def random_ticket(ticket: Ticket, seed: int = 0) -> Ticket:
     """Random mask with each layer's density kept AND a fresh initialization (Morcos et al. 2019).
 
     Example:
-        >>> rt = random_ticket(ticket, seed=1)  # doctest: +SKIP
-        >>> rt.layer_densities == ticket.layer_densities  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> rt = random_ticket(ticket, seed=1)
+        >>> rt.layer_densities == ticket.layer_densities
+        True
+        >>> torch.equal(rt.masks["fc1.weight"], ticket.masks["fc1.weight"])
+        False
+        >>> torch.equal(rt.masks["fc1.weight"], random_ticket(ticket, seed=1).masks["fc1.weight"])
         True
     """
     seed = _check_seed(seed)
@@ -134,9 +160,13 @@ def reinit(ticket: Ticket, seed: int = 0) -> Ticket:
     """The ticket's mask with a fresh initialization (Frankle & Carbin 2019; Liu et al. 2019).
 
     Example:
-        >>> r = reinit(ticket, seed=1)  # doctest: +SKIP
-        >>> all((r.masks[k] == ticket.masks[k]).all() for k in ticket.masks)  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> r = reinit(ticket, seed=1)
+        >>> all(torch.equal(r.masks[k], ticket.masks[k]) for k in ticket.masks)
         True
+        >>> torch.equal(r.init["fc1.weight"], ticket.init["fc1.weight"])
+        False
     """
     seed = _check_seed(seed)
     return _derived(ticket, "reinit", seed, init=fresh_init(ticket, seed))
@@ -159,8 +189,15 @@ def random_mask(ticket: Ticket, seed: int = 0) -> Ticket:
     Parameters without a mask (biases, normalization, the head) keep the rewind values.
 
     Example:
-        >>> rm = random_mask(ticket, seed=2)  # doctest: +SKIP
-        >>> rm.layer_densities == ticket.layer_densities  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> rm = random_mask(ticket, seed=2)
+        >>> rm.layer_densities == ticket.layer_densities
+        True
+        >>> both = rm.masks["fc1.weight"] & ticket.masks["fc1.weight"]  # kept by both: the real rewind values
+        >>> torch.equal(rm.init["fc1.weight"][both], ticket.init["fc1.weight"][both])
+        True
+        >>> torch.equal(rm.init["fc1.bias"], ticket.init["fc1.bias"])  # no mask: the rewind values
         True
     """
     seed = _check_seed(seed)
@@ -181,9 +218,13 @@ def dense(ticket: Ticket, seed: int = 0) -> Ticket:
     an overall density of 1.0; holding an all-True mask while training changes nothing.
 
     Example:
-        >>> d = dense(ticket, seed=0)  # doctest: +SKIP
-        >>> d.density  # doctest: +SKIP
-        1.0
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> d = dense(ticket, seed=0)
+        >>> d.density, set(d.layer_densities.values())
+        (1.0, {1.0})
+        >>> round(d.meta["ticket_density"], 4)
+        0.0458
     """
     seed = _check_seed(seed)
     masks = {k: torch.ones_like(v, dtype=torch.bool) for k, v in ticket.masks.items()}

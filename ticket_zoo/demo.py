@@ -75,8 +75,10 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run find → transfer → report into ``out_dir`` and return the report dict. Resumable.
 
-    Example:
+    Example (not run as a doctest: it trains for one to two minutes on a CPU):
         >>> report = run_demo("runs/demo")  # doctest: +SKIP
+        >>> sorted(report)  # doctest: +SKIP
+        ['comparisons', 'headline', 'matching', 'summary']
     """
     import torch
 
@@ -102,7 +104,7 @@ def _run(
     progress: bool,
 ) -> dict[str, Any]:
     from .find import FindConfig, find_tickets
-    from .transfer_engine import TransferConfig, transfer
+    from .transfer_grid import TransferConfig, transfer
 
     t0 = time.perf_counter()
     if from_catalogue or not Path(find_recipe).is_file():

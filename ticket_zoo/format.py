@@ -16,8 +16,24 @@ raw little-endian arrays. A file is read header first; its data only once the he
 ticket whose byte ranges match the file size, so memory follows the ticket, never the file.
 
 Example:
-    >>> write_ticket(ticket, "out/ticket.safetensors")  # doctest: +SKIP
-    >>> same = read_ticket("out/ticket.safetensors")  # doctest: +SKIP
+    >>> import shutil, tempfile
+    >>> import ticket_zoo as tz
+    >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+    >>> tmp = tempfile.mkdtemp()
+    >>> path = write_ticket(ticket, f"{tmp}/ticket.safetensors")
+    >>> same = read_ticket(path)
+    >>> all(torch.equal(same.masks[k], ticket.masks[k]) for k in ticket.masks), same.meta == ticket.meta
+    (True, True)
+    >>> ticket_to_bytes(same) == path.read_bytes()  # canonical: the same ticket gives the same bytes
+    True
+    >>> path.stat().st_size < 4 * sum(v.numel() for v in ticket.init.values()) / 10  # vs. a dense float32 file
+    True
+    >>> _ = Path(tmp, "cut.safetensors").write_bytes(path.read_bytes()[:-10])
+    >>> read_ticket(f"{tmp}/cut.safetensors")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ticket_zoo.errors.TicketFormatError: .../cut.safetensors: truncated file: tensor 'mask.head.weight' ends at ...
+    >>> shutil.rmtree(tmp)
 """
 
 from __future__ import annotations
@@ -642,8 +658,16 @@ def read_ticket_bytes(path: str | os.PathLike) -> bytes:
     valid ticket, raises :class:`TicketFormatError` without its data being read.
 
     Example:
-        >>> data = read_ticket_bytes("runs/digits/level_03/ticket.safetensors")  # doctest: +SKIP
-        >>> ticket = ticket_from_bytes(data)  # doctest: +SKIP
+        >>> import hashlib, shutil, tempfile
+        >>> import ticket_zoo as tz
+        >>> tmp = tempfile.mkdtemp()
+        >>> path = write_ticket(tz.load("lenet_300_100-digits04-5pct"), f"{tmp}/ticket.safetensors")
+        >>> data = read_ticket_bytes(path)
+        >>> hashlib.sha256(data).hexdigest() == tz.info("lenet_300_100-digits04-5pct")["sha256"]  # as pinned
+        True
+        >>> ticket_from_bytes(data).meta["level"]
+        14
+        >>> shutil.rmtree(tmp)
     """
     path = _checked_path(path)
     with open(path, "rb") as f:
@@ -663,7 +687,17 @@ def read_ticket(path: str | os.PathLike) -> Ticket:
     however large the file is.
 
     Example:
-        >>> ticket = read_ticket("runs/digits/level_03/ticket.safetensors")  # doctest: +SKIP
+        >>> import shutil, tempfile
+        >>> import ticket_zoo as tz
+        >>> tmp = tempfile.mkdtemp()
+        >>> path = write_ticket(tz.load("lenet_300_100-digits04-5pct"), f"{tmp}/ticket.safetensors")
+        >>> read_ticket(path)
+        Ticket(arch='lenet_300_100', density=0.0458, layers=3, num_classes=5, source='digits[0-4]')
+        >>> read_ticket(f"{tmp}/missing.safetensors")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.TicketFormatError: .../missing.safetensors: no such ticket file
+        >>> shutil.rmtree(tmp)
     """
     path = _checked_path(path)
     source = str(path)

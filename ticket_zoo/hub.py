@@ -1,4 +1,4 @@
-"""Share tickets through the Hugging Face Hub: ``push``, ``load_from_hub``, ``pull``.
+"""Share tickets through the Hugging Face Hub: ``push``, ``load_from_hub``, ``pull``, ``publish``.
 
 Everything goes through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, tokens).
 On top of it this module adds what a shared ticket needs: revisions checked before they reach the
@@ -8,8 +8,24 @@ commits), of rate limits (honouring ``Retry-After`` up to a cap) and, for downlo
 timeout or a cut-short body; a digest check of every downloaded file (the ticket and its card; the client
 only checks sizes), eviction of a corrupt download from the cache, and errors that say what to do.
 
-Example:
-    >>> import ticket_zoo as tz  # doctest: +SKIP
+Specs are read by :mod:`ticket_zoo.specs` (one grammar for load, pull and transfer); revisions pass
+its :func:`validate_revision` (importable from here too). Layering: this module imports ``specs``,
+``_io``, ``format``, ``zoo`` and ``cards``, never ``api``.
+
+Examples (offline: revisions and repo ids are checked before anything reaches the network):
+
+    >>> validate_revision("v1.0")
+    'v1.0'
+    >>> parse_hub_spec("hf-hub:me/lenet-digits-33pct@v1")
+    TicketSpec(kind='hub', repo_id='me/lenet-digits-33pct', revision='v1')
+    >>> sha256_hex(b"ticket")[:12]  # what a catalogue card pins: the sha256 of ticket.safetensors
+    '14069429150a'
+    >>> hub_timeout(30)
+    30.0
+
+With a Hub server and a token (``hf auth login``), so skipped here:
+
+    >>> import ticket_zoo as tz
     >>> sha = tz.push("runs/digits/level_05", "me/lenet-digits-33pct")  # doctest: +SKIP
     >>> ticket = tz.load(f"hf-hub:me/lenet-digits-33pct@{sha}")  # doctest: +SKIP
 """
@@ -25,12 +41,12 @@ import os
 import re
 import tempfile
 import time
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_bytes, prepare_out_dir
+from . import zoo
+from ._io import atomic_write_bytes, atomic_write_text, prepare_out_dir, sha256_hex
 from .errors import (
     ChecksumMismatchError,
     ConfigError,
@@ -45,14 +61,19 @@ from .errors import (
     HubTimeoutError,
     HubUploadError,
     OutputDirError,
+    TicketFormatError,
     TicketNotFoundError,
+    TicketNotPublishedError,
     one_line,
+    shorten,
 )
+from .specs import HUB_PREFIX, TICKET_FILE, TicketSpec, parse_hub_spec, parse_spec, validate_revision
 
 __all__ = [
+    "explain_fallback",
     "hub_timeout",
     "load_from_hub",
-    "parse_spec",
+    "publish",
     "pull",
     "push",
     "register_cli",
@@ -62,7 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TICKET_FILE = "ticket.safetensors"
 CARD_FILE = "README.md"
 # Recipe and results files uploaded beside the ticket when the ticket directory (or, for a find run's
 # level_XX directory, the run directory above it) has them.
@@ -80,90 +100,15 @@ MIN_TRANSFER_RATE = 100_000
 # RATE_LIMIT_RETRIES times per call, then HubRateLimitedError.
 RATE_LIMIT_RETRIES = 3
 RATE_LIMIT_MAX_WAIT = 20.0
-MAX_REVISION_LENGTH = 255
-# Besides control and whitespace characters: what git forbids in ref names, plus what some file systems
-# cannot hold (a revision becomes a path in the HF cache: refs/<revision>).
-_REVISION_FORBIDDEN = set('\\~^:?*["<>|')
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 # --- small helpers ---------------------------------------------------------------------------------
 
 
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of ``data`` (the digest catalogue cards pin).
-
-    Example:
-        >>> sha256_hex(b"")[:12]
-        'e3b0c44298fc'
-    """
-    return hashlib.sha256(data).hexdigest()
-
-
 def _git_blob_sha1(data: bytes) -> str:
     # What the Hub reports as the ETag of a regular (non-LFS) file.
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _revision_problem(revision: str) -> str | None:
-    if not revision:
-        return "it is empty"
-    if len(revision) > MAX_REVISION_LENGTH:
-        return f"it is longer than {MAX_REVISION_LENGTH} characters"
-    for char in revision:
-        if char == "\\":
-            return "it contains a backslash"
-        if unicodedata.category(char)[0] in "CZ":  # controls (NUL, newline, DEL, ...), format, whitespace
-            return f"it contains the character {char!r}"
-        if char in _REVISION_FORBIDDEN:
-            return f"it contains {char!r}"
-    if revision.startswith("/"):
-        return "it is an absolute path"
-    if revision.startswith("-"):
-        return "it starts with '-'"
-    if "@{" in revision or revision == "@":
-        return "git does not allow '@{' or a lone '@'"
-    for part in revision.split("/"):
-        if part == "":
-            return "it has an empty part ('//' or a '/' at the end)"
-        if part in (".", ".."):
-            return f"it has a {part!r} part"
-        if part.startswith("."):
-            return "a part starts with '.'"
-        if part.endswith(".lock"):
-            return "a part ends with '.lock'"
-    if ".." in revision:
-        return "it contains '..'"
-    if revision.endswith("."):
-        return "it ends with '.'"
-    return None
-
-
-def validate_revision(revision: Any, what: str = "revision") -> str:
-    """Return ``revision`` if it is a safe Hub revision (branch, tag or commit sha), else raise
-    :class:`ConfigError`. huggingface_hub stores a branch or tag as ``refs/<revision>`` in its cache, so
-    this refuses anything that could name another path (``..``, ``.``, empty parts, absolute paths,
-    backslashes), control and whitespace characters, more than 255 characters and what git forbids in
-    ref names. Branches with ``/`` (``feature/x``, ``refs/pr/1``), tags (``v1.0``) and shas pass.
-
-    Example:
-        >>> validate_revision("refs/pr/1")
-        'refs/pr/1'
-        >>> validate_revision("../../tmp/x")
-        Traceback (most recent call last):
-        ...
-        ticket_zoo.errors.ConfigError: invalid Hub revision '../../tmp/x': it has a '..' part; use a branch, tag or commit sha such as main, v1.0, feature/x or refs/pr/1
-    """
-    if not isinstance(revision, str):
-        raise ConfigError(f"a Hub {what} must be a string, got {type(revision).__name__}")
-    problem = _revision_problem(revision)
-    if problem is not None:
-        shown = revision if len(revision) <= 60 else revision[:60] + "..."
-        raise ConfigError(
-            f"invalid Hub {what} {shown!r}: {problem}; use a branch, tag or commit sha such as main, v1.0, "
-            "feature/x or refs/pr/1"
-        )
-    return revision
 
 
 def hub_timeout(timeout: float | None = None) -> float:
@@ -188,41 +133,6 @@ def hub_timeout(timeout: float | None = None) -> float:
         shown = repr(os.environ.get(TIMEOUT_ENV, "")[:40]) if source == TIMEOUT_ENV else repr(timeout)
         raise ConfigError(f"{source} must be a number of seconds > 0 (e.g. 120), got {shown}")
     return float(timeout)
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """Split ``"org/name[@revision]"`` (an optional ``hf-hub:`` prefix is accepted) into (repo_id, revision).
-
-    The revision is checked with :func:`validate_revision`.
-
-    Example:
-        >>> parse_spec("hf-hub:me/tickets@v1")
-        ('me/tickets', 'v1')
-        >>> parse_spec("me/tickets")
-        ('me/tickets', None)
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    text = str(spec).lstrip().removeprefix("hf-hub:")
-    repo_id, sep, revision = text.partition("@")
-    repo_id = repo_id.strip()  # the revision is checked as given: a stray newline there is refused
-    if not sep:
-        repo_id = repo_id.rstrip()
-    if sep and not revision:
-        raise ConfigError(
-            f"Hub spec {spec!r} has an empty revision after '@'; write org/name@v1 or drop the '@'"
-        )
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        shown = repo_id if len(repo_id) <= 100 else repo_id[:100] + "..."
-        raise ConfigError(
-            f"{shown!r} is not a valid Hub repo id: write it as org/name[@revision] (letters, digits, '-', '_', "
-            "'.'; at most 96 characters each)"
-        ) from None
-    if sep:
-        validate_revision(revision)
-    return repo_id, (revision or None)
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -274,6 +184,7 @@ def _transport_errors() -> tuple[type, ...]:
 
 
 def _timeout_errors() -> tuple[type, ...]:
+    # _hub_http imports httpx: loaded with the first Hub call, not with `import ticket_zoo.hub`
     from . import _hub_http
 
     out: list[type] = [TimeoutError, _hub_http.DeadlineExceeded]
@@ -291,7 +202,7 @@ def _endpoint(endpoint: str | None) -> str:
 
 def _problem(exc: BaseException, call: Any) -> str | None:
     """What kind of failure ``exc`` is: "timeout", "rate_limited", "cut_short", "wrong_size", or None."""
-    from . import _hub_http
+    from . import _hub_http  # imports httpx: loaded with the first Hub call
 
     chain = list(_chain(exc))
     if any(isinstance(e, _timeout_errors()) for e in chain):
@@ -508,7 +419,7 @@ def _retry_delay(
 def _attempts(what: str, kind: str, timeout: float | None, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one Hub call ``fn(*args, **kwargs)`` under the time limit, with the retries its ``kind``
     allows (see :func:`_retry_delay`). The final exception carries the call for :func:`_hub_errors`."""
-    from . import _hub_http
+    from . import _hub_http  # imports httpx: loaded with the first Hub call
 
     _hub_http.install()
     call = _hub_http.Call(
@@ -542,8 +453,6 @@ MAX_CARD_BYTES = 1024 * 1024  # a model card is a page of text; anything larger 
 
 
 def _read_small(pointer: Path, where: str, filename: str) -> bytes:
-    from .errors import TicketFormatError
-
     with open(pointer, "rb") as f:
         data = f.read(MAX_CARD_BYTES + 1)
     if len(data) > MAX_CARD_BYTES:
@@ -659,8 +568,7 @@ def _fetch(
 
     A catalogue pin ``sha256`` is checked when given; otherwise the digest the Hub reports (which
     costs a request only where the cache holds copies instead of symlinks)."""
-    from .errors import TicketFormatError
-    from .format import read_ticket_bytes
+    from .format import read_ticket_bytes  # format imports torch: only on first use (keeps hub light)
 
     pointer = _download(repo_id, filename, revision, token, endpoint, timeout)
     _commit_of(pointer, where)
@@ -676,14 +584,15 @@ def _fetch(
 
 
 def load_from_hub(
-    spec: str,
+    spec: str | TicketSpec,
     *,
     sha256: str | None = None,
     token: str | bool | None = None,
     endpoint: str | None = None,
     timeout: float | None = None,
 ) -> Any:
-    """Download (or take from the HF cache) ``ticket.safetensors`` of ``org/name[@revision]``, verify it, read it.
+    """Download (or take from the HF cache) ``ticket.safetensors`` of ``[hf-hub:]org/name[@revision]``, verify
+    it, read it. ``spec`` is read by :func:`ticket_zoo.specs.parse_hub_spec` (a Hub repo, never a path).
 
     The revision may be a branch, a tag or a commit sha; a pinned one gives exactly that version.
     ``sha256`` (a catalogue pin) is checked when given, else the digest the Hub reports.
@@ -692,14 +601,23 @@ def load_from_hub(
     :class:`~ticket_zoo.errors.ChecksumMismatchError`.
     The ticket's ``meta["hub"]`` records ``repo_id``, ``revision`` and the resolved ``commit``.
 
-    Example:
+    Example (a revision that could name another path is refused before any download):
+
+        >>> load_from_hub("me/lenet-digits@../v1")
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: invalid Hub revision '../v1': it has a '..' part; use a branch, tag or commit sha such as main, v1.0, feature/x or refs/pr/1
+
+    With a Hub server (it downloads), so skipped here:
+
         >>> ticket = load_from_hub("me/lenet-digits@v1")  # doctest: +SKIP
         >>> ticket.meta["hub"]["commit"]  # doctest: +SKIP
         '3f1c...'
     """
-    from .format import ticket_from_bytes
+    from .format import ticket_from_bytes  # format imports torch: only on first use (keeps hub light)
 
-    repo_id, revision = parse_spec(spec)
+    hub_spec = parse_hub_spec(spec)
+    repo_id, revision = hub_spec.repo_id, hub_spec.revision
     where = f"hf-hub:{repo_id}@{revision or 'main'}"
     pointer, data = _fetch(repo_id, TICKET_FILE, revision, where, sha256, token, endpoint, timeout)
     ticket = ticket_from_bytes(data, source=where)
@@ -707,8 +625,33 @@ def load_from_hub(
     return ticket
 
 
+@contextlib.contextmanager
+def explain_fallback(spec: TicketSpec) -> Iterator[None]:
+    """Around fetching a spec the user wrote: ``org/name`` without ``hf-hub:`` is read as a Hub repo only
+    because no such local file or folder exists (rule 4 of :mod:`ticket_zoo.specs`), so when the Hub has
+    no such repo either (or cannot be reached), the error says both. Used by ``load`` and ``pull``.
+
+    Example (the Hub's answer is simulated here; ``load("me/tickets")`` raises it for real):
+
+        >>> with explain_fallback(parse_spec("me/tickets")):  # doctest: +ELLIPSIS
+        ...     raise HubRepoNotFoundError("Hub repo 'me/tickets' not found at https://huggingface.co: check the id")
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.HubRepoNotFoundError: me/tickets is no file or folder here (...), so it was read as a Hub repo: Hub repo 'me/tickets' not found at https://huggingface.co: check the id
+    """
+    try:
+        yield
+    except (HubRepoNotFoundError, HubOfflineError) as exc:
+        if spec.kind != "hub" or not spec.text or spec.text.lstrip().startswith(HUB_PREFIX):
+            raise
+        raise type(exc)(
+            f"{shorten(spec.text)} is no file or folder here ({shorten(os.getcwd(), 80)}), so it was read as a Hub "
+            f"repo: {exc}"
+        ) from None
+
+
 def pull(
-    spec: str,
+    spec: str | os.PathLike | TicketSpec,
     local_dir: str | os.PathLike | None = None,
     *,
     token: str | bool | None = None,
@@ -716,36 +659,74 @@ def pull(
     force: bool = False,
     timeout: float | None = None,
 ) -> Path:
-    """Fetch a ticket directory (``ticket.safetensors`` + ``README.md``) for a catalogue name or a Hub spec.
+    """Fetch a ticket directory (``ticket.safetensors`` + ``README.md``) for a catalogue name or a Hub repo.
 
-    Hub tickets and their cards are verified like :func:`load_from_hub` (each file against the digest the
-    Hub reports, the ticket also against a catalogue pin). Without ``local_dir`` a Hub ticket stays in
-    the HF cache and its snapshot directory is returned; catalogue tickets embedded in the package are
-    written to ``local_dir`` (default ``./NAME``). A ``local_dir`` that already holds a different
-    ``ticket.safetensors`` is refused (:class:`~ticket_zoo.errors.OutputDirError`) unless ``force``;
-    the same bytes again are fine.
+    ``spec`` is read as :func:`ticket_zoo.load` reads it (:func:`ticket_zoo.specs.parse_spec`): a catalogue
+    name, ``hf-hub:org/name[@rev]`` or ``org/name[@rev]``. A local file or folder is refused (it is
+    already here: load it as it is). Hub tickets and their cards are verified like :func:`load_from_hub`
+    (each file against the digest the Hub reports, the ticket also against a catalogue pin). Without
+    ``local_dir`` a Hub ticket stays in the HF cache and its snapshot directory is returned; catalogue
+    tickets embedded in the package are written to ``local_dir`` (default ``./NAME``). A ``local_dir``
+    that already holds a different ``ticket.safetensors`` is refused
+    (:class:`~ticket_zoo.errors.OutputDirError`) unless ``force``; the same bytes again are fine.
 
-    Example:
+    Example (a ticket embedded in the package: offline):
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> out = Path(tempfile.mkdtemp(), "lenet")
+        >>> pull("lenet_300_100-digits04-5pct", out) == out
+        True
+        >>> sorted(p.name for p in out.iterdir())
+        ['README.md', 'ticket.safetensors']
+        >>> pull(tempfile.gettempdir())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.TicketNotFoundError: ... is a local file or folder (...), not something to pull: ...
+
+    From a Hub repo (it downloads), so skipped here:
+
         >>> pull("hf-hub:me/lenet-digits@v1", "tickets/lenet")  # doctest: +SKIP
         PosixPath('tickets/lenet')
     """
-    text = str(spec)
-    if not text.startswith("hf-hub:") and "/" not in text:
-        from . import zoo
-        from .api import save
-        from .format import ticket_to_bytes
+    parsed = parse_spec(spec)
+    if parsed.kind == "path":
+        text = parsed.text or str(parsed.path)
+        shown = shorten(text)
+        # a local path wins (rule 2 of specs); say how to name the other thing the text could mean
+        if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+            other = f"for the Hub repo write hf-hub:{shown}"
+        elif "/" not in text and os.sep not in text:
+            other = "for the catalogue ticket of that name, pull from another folder"
+        else:
+            other = "pull fetches a catalogue name or hf-hub:org/name[@rev]"
+        raise TicketNotFoundError(
+            f"{shown} is a local file or folder ({shorten(str(parsed.path.resolve()), 100)}), not something to pull: "
+            f"load it as it is (ticket_zoo.load({shown!r})); {other}"
+        )
+    if parsed.kind == "hub":
+        with explain_fallback(parsed):
+            return _pull_hub(parsed, local_dir, token=token, endpoint=endpoint, force=force, timeout=timeout)
+    from .cards import render_card  # cards and format import torch: only on first use (keeps hub light)
+    from .format import ticket_from_bytes, ticket_to_bytes
 
-        entry = zoo.info(text)
-        if entry["location"] == "hub":
-            spec_at = f"{entry['repo_id']}@{entry['revision']}"
-            return _pull_hub(
-                spec_at, local_dir, token=token, endpoint=endpoint, sha256=entry["sha256"], force=force, timeout=timeout
-            )
-        ticket = zoo.load_named(text)  # embedded (verified) or raises TicketNotPublishedError
-        out = prepare_out_dir(local_dir if local_dir is not None else text)
-        _check_replace(out, ticket_to_bytes(ticket), force, f"catalogue:{text}")
-        return save(ticket, out, name=text)
-    return _pull_hub(text, local_dir, token=token, endpoint=endpoint, force=force, timeout=timeout)
+    name = parsed.name
+    entry = zoo.info(name)
+    if entry["location"] == "hub":
+        pinned = parse_hub_spec(f"{HUB_PREFIX}{entry['repo_id']}@{entry['revision']}")
+        return _pull_hub(
+            pinned, local_dir, token=token, endpoint=endpoint, sha256=entry["sha256"], force=force, timeout=timeout
+        )
+    if entry["location"] != "embedded":
+        raise TicketNotPublishedError(zoo.unpublished_message(entry))
+    ticket = ticket_from_bytes(zoo.read_embedded(entry), source=f"catalogue:{name}")  # sha256 checked
+    out = prepare_out_dir(local_dir if local_dir is not None else name)
+    data = ticket_to_bytes(ticket)
+    _check_replace(out, data, force, f"catalogue:{name}")
+    atomic_write_bytes(out / TICKET_FILE, data)
+    # the card's load line names this directory, as ticket_zoo.save writes it
+    atomic_write_text(out / CARD_FILE, str(render_card(ticket, name=name, path=out)))
+    return out
 
 
 def _check_replace(out: Path, data: bytes, force: bool, source: str) -> None:
@@ -772,7 +753,7 @@ def _check_replace(out: Path, data: bytes, force: bool, source: str) -> None:
 
 
 def _pull_hub(
-    spec: str,
+    spec: TicketSpec,
     local_dir: str | os.PathLike | None,
     *,
     token: Any,
@@ -781,9 +762,9 @@ def _pull_hub(
     force: bool = False,
     timeout: float | None = None,
 ) -> Path:
-    from .format import ticket_from_bytes
+    from .format import ticket_from_bytes  # format imports torch: only on first use (keeps hub light)
 
-    repo_id, revision = parse_spec(spec)
+    repo_id, revision = spec.repo_id, spec.revision
     where = f"hf-hub:{repo_id}@{revision or 'main'}"
     out = prepare_out_dir(local_dir) if local_dir is not None else None  # before any download: fail fast
     pointer, data = _fetch(repo_id, TICKET_FILE, revision, where, sha256, token, endpoint, timeout)
@@ -808,14 +789,15 @@ def _pull_hub(
 
 
 def _stage(ticket_or_dir: Any, repo_id: str, tmp: Path) -> dict[str, Path]:
-    """The files to upload: {path in repo: local path}. A Ticket is saved into ``tmp`` first."""
-    from .api import save
+    """The files to upload: {path in repo: local path}. A Ticket is written into ``tmp`` first."""
+    # cards, format and ticket import torch: only on first use (keeps hub light)
     from .cards import render_card
-    from .format import read_ticket
+    from .format import read_ticket, write_ticket
     from .ticket import Ticket
 
     if isinstance(ticket_or_dir, Ticket):
-        directory = save(ticket_or_dir, tmp / "ticket", name=ticket_or_dir.name)
+        directory = tmp / "ticket"
+        write_ticket(ticket_or_dir, directory / TICKET_FILE)
         # the card of a pushed Ticket tells readers how to load it from this repo
         (directory / CARD_FILE).write_text(
             str(render_card(ticket_or_dir, name=ticket_or_dir.name, repo_id=repo_id)), encoding="utf-8"
@@ -873,12 +855,21 @@ def push(
     timeout: it may have been made); failures raise one ``HubError`` subclass each
     (``HubUploadError``, ``HubPermissionError``, ``HubRateLimitedError``, ``HubTimeoutError``, ...).
 
-    Example:
+    Example (a bad tag is refused before anything is staged or sent):
+
+        >>> push("runs/digits/level_05", "me/lenet-digits-33pct", tag="v1 final")
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: invalid Hub tag 'v1 final': it contains the character ' '; use a branch, tag or commit sha such as main, v1.0, feature/x or refs/pr/1
+
+    With a Hub server and a token (it uploads), so skipped here:
+
         >>> sha = push("runs/digits/level_05", "me/lenet-digits-33pct", tag="v1")  # doctest: +SKIP
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    repo_id, at = parse_spec(repo_id)
+    hub_spec = parse_hub_spec(repo_id)
+    repo_id, at = hub_spec.repo_id, hub_spec.revision
     if revision is not None:
         validate_revision(revision)
     if tag is not None:
@@ -952,6 +943,78 @@ def _tag(api: Any, repo_id: str, tag: str, sha: str, timeout: float | None = Non
             ) from None
 
 
+# --- publish: push + catalogue card ---------------------------------------------------------------
+
+
+def publish(
+    ticket_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    name: str | None = None,
+    cards_dir: str | os.PathLike | None = None,
+    recipe: str | None = None,
+    revision: str | None = None,
+    tag: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> dict[str, Any]:
+    """Push a ticket directory to ``repo_id`` and write its catalogue card pinned to the new commit + sha256.
+
+    ``name`` defaults to the ticket's own name; an existing card of that name (e.g. an unpublished
+    slot, in ``cards_dir`` or in the installed catalogue) keeps its source and recipe
+    (:func:`ticket_zoo.zoo.draft_entry`). Returns the new catalogue entry.
+
+    The card is written to ``cards_dir``; by default ``$TICKET_ZOO_CARDS`` when set, else ``./cards``
+    (in a clone of the repository, its catalogue: commit the card there). It is never written into the
+    installed package.
+
+    Example (offline: the card pins the commit the push makes, so ``--repo`` takes no revision):
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> ticket_dir = pull("lenet_300_100-digits04-5pct", Path(tempfile.mkdtemp(), "lenet"))
+        >>> publish(ticket_dir, "me/lenet-digits04-5pct@v1")
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: --repo must be org/name without a revision (the card pins the commit), got 'me/lenet-digits04-5pct@v1'
+
+    With a Hub server and a token (it uploads), so skipped here:
+
+        >>> publish("runs/vgg19-imagenet/level_07", "me/vgg19-imagenet-20pct", name="vgg19-imagenet-20pct")  # doctest: +SKIP
+    """
+    from .format import ticket_from_bytes  # format imports torch: only on first use (keeps hub light)
+
+    directory = Path(ticket_dir)
+    if not (directory / TICKET_FILE).is_file():
+        raise TicketNotFoundError(
+            f"{directory} has no {TICKET_FILE}; pass a ticket directory such as runs/X/level_07"
+        )
+    hub_spec = parse_hub_spec(repo_id)
+    if "/" not in hub_spec.repo_id or hub_spec.revision is not None:
+        raise ConfigError(
+            f"--repo must be org/name without a revision (the card pins the commit), got {repo_id!r}"
+        )
+    data = (directory / TICKET_FILE).read_bytes()
+    # one read: the sha256 the card pins is of exactly the bytes validated here
+    ticket = ticket_from_bytes(data, source=str(directory / TICKET_FILE))
+    cards = zoo.writable_cards_dir(cards_dir)
+    entry = zoo.draft_entry(ticket, sha256_hex(data), name=name, cards_dir=cards, recipe=recipe, where=str(directory))
+    sha = push(
+        directory,
+        hub_spec.repo_id,
+        revision=revision,
+        tag=tag,
+        private=private,
+        commit_message=commit_message,
+        token=token,
+        endpoint=endpoint,
+    )
+    zoo.write_card({**entry, "repo_id": hub_spec.repo_id, "revision": sha}, cards)
+    return zoo.info(entry["name"], cards_dir=cards)
+
+
 # --- CLI -------------------------------------------------------------------------------------------
 
 
@@ -968,6 +1031,23 @@ def _progress_bars_closed_on_error() -> Iterator[None]:
             for bar in list(getattr(tqdm, "_instances", ())):
                 bar.close()
         raise
+
+
+def _cli_publish(args: argparse.Namespace) -> int:
+    with _progress_bars_closed_on_error():
+        entry = publish(
+            args.dir,
+            args.repo,
+            name=args.name,
+            cards_dir=args.cards_dir,
+            recipe=args.recipe,
+            revision=args.revision,
+            tag=args.tag,
+            private=args.private,
+            commit_message=args.message,
+        )
+    print(f"published {entry['name']} to {entry['repo_id']}@{entry['revision']}; card: {entry['card']}")
+    return 0
 
 
 def _cli_pull(args: argparse.Namespace) -> int:
@@ -993,7 +1073,8 @@ def _cli_push(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: Any) -> None:
-    """Add ``ticket-zoo pull`` and ``ticket-zoo push`` (``publish`` is in :mod:`ticket_zoo.zoo`).
+    """Add ``ticket-zoo publish``, ``ticket-zoo pull`` and ``ticket-zoo push`` (``list`` and ``info`` are in
+    :mod:`ticket_zoo.zoo`, registered just before these).
 
     Example:
         >>> import argparse
@@ -1003,15 +1084,31 @@ def register_cli(subparsers: Any) -> None:
         'me/t'
     """
     p = subparsers.add_parser(
+        "publish",
+        help="push a ticket directory to the Hub and write its catalogue card (pinned commit + sha256)",
+    )
+    p.add_argument("dir", metavar="DIR", help="ticket directory, e.g. runs/vgg19-imagenet/level_07")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME")
+    p.add_argument("--name", help="catalogue name (default: the ticket's own name)")
+    p.add_argument("--cards-dir", default=None, metavar="DIR", help="where to write the card (default: $TICKET_ZOO_CARDS, else ./cards)")
+    p.add_argument("--recipe", help="recipe path to record (default: the existing card's)")
+    p.add_argument("--revision", metavar="BRANCH", help="branch to commit to (default main)")
+    p.add_argument("--tag", help="also tag the commit, e.g. v1")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=_cli_publish)
+
+    p = subparsers.add_parser(
         "pull",
-        help="download a ticket (catalogue name or hf-hub:org/name[@rev]) into a directory",
+        help="download a ticket (catalogue name or [hf-hub:]org/name[@rev]) into a directory",
         description=(
             "Fetch ticket.safetensors and README.md, each verified against the digest the Hub reports (and the "
-            "ticket against the catalogue's sha256 pin), into --out (or print the HF cache path). Each Hub call "
+            "ticket against the catalogue's sha256 pin), into --out (or print the HF cache path). The spec is read "
+            "as ticket_zoo.load reads it (a local path is refused: it is already here). Each Hub call "
             "is limited to $TICKET_ZOO_HUB_TIMEOUT seconds (default 60)."
         ),
     )
-    p.add_argument("spec", metavar="NAME|hf-hub:ORG/NAME[@REV]")
+    p.add_argument("spec", metavar="NAME|[hf-hub:]ORG/NAME[@REV]")
     p.add_argument("--out", metavar="DIR", help="directory to write the ticket into")
     p.add_argument(
         "--force", action="store_true", help="replace a different ticket.safetensors already in --out"

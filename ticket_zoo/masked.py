@@ -8,10 +8,20 @@ exactly zero: every update term is a product of a zero gradient, a zero weight o
 For any other optimizer the weights are also re-zeroed after each step.
 
 Example:
-    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # doctest: +SKIP
-    >>> handle = hold_masks(model, opt, masks)  # doctest: +SKIP
-    >>> ... train as usual ...  # doctest: +SKIP
-    >>> handle.remove()  # doctest: +SKIP
+    >>> model = nn.Linear(4, 3)
+    >>> masks = {"weight": torch.tensor([[True, False, True, False]] * 3)}  # keep columns 0 and 2
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    >>> handle = hold_masks(model, opt, masks)
+    >>> x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    >>> for _ in range(3):  # train as usual
+    ...     opt.zero_grad()
+    ...     model(x).square().sum().backward()
+    ...     opt.step()
+    >>> model.weight[:, 1::2].abs().sum().item(), opt.state[model.weight]["momentum_buffer"][:, 1::2].abs().sum().item()
+    (0.0, 0.0)
+    >>> bool(model.weight[:, 0::2].ne(0).all())  # kept weights did train
+    True
+    >>> handle.remove()
 """
 
 from __future__ import annotations
@@ -58,7 +68,13 @@ def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
     """Set pruned weights to exactly zero, in place. Returns ``model``.
 
     Example:
-        >>> apply_masks_(model, ticket.masks)  # doctest: +SKIP
+        >>> model = apply_masks_(nn.Linear(4, 2), {"weight": torch.tensor([[True, False, True, False]] * 2)})
+        >>> model.weight[:, 1::2].abs().sum().item()
+        0.0
+        >>> apply_masks_(nn.Linear(4, 2), {"fc.weight": torch.ones(2, 4, dtype=torch.bool)})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: mask names parameter 'fc.weight', which the model does not have ...
     """
     for param, pruned in _resolve(model, masks):
         param.masked_fill_(pruned, 0.0)
@@ -115,7 +131,17 @@ def hold_masks(
     unwrapped module: the pre-step hook runs after gradients are all-reduced.
 
     Example:
-        >>> handle = hold_masks(model, torch.optim.Adam(model.parameters()), ticket.masks)  # doctest: +SKIP
+        >>> import ticket_zoo as tz
+        >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+        >>> model = ticket.build()
+        >>> opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        >>> handle = hold_masks(model, opt, ticket.masks_for(model))
+        >>> x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> model(x).logsumexp(1).sum().backward(); opt.step()
+        >>> pruned = ~ticket.masks["fc1.weight"]
+        >>> int(model.fc1.weight[pruned].count_nonzero()), int(opt.state[model.fc1.weight]["exp_avg"][pruned].count_nonzero())
+        (0, 0)
+        >>> handle.remove()
     """
     pairs = _resolve(model, masks)
     for param, pruned in pairs:

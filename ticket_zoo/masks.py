@@ -4,11 +4,11 @@ A mask is a ``dict[str, torch.BoolTensor]`` keyed by parameter name (as in
 ``model.named_parameters()``); ``True`` means the weight is kept.
 
 Example:
-    >>> import timm, ticket_zoo.models  # doctest: +SKIP
-    >>> model = timm.create_model("conv4", num_classes=10)  # doctest: +SKIP
-    >>> weights = prunable_weights(model)  # doctest: +SKIP
-    >>> masks = magnitude_masks(weights, density=0.2)  # doctest: +SKIP
-    >>> round(overall_density(masks), 3)  # doctest: +SKIP
+    >>> import torch
+    >>> weights = {"fc1.weight": torch.randn(30, 20), "fc2.weight": torch.randn(10, 30)}
+    >>> # (from a network: weights = prunable_weights(model))
+    >>> masks = magnitude_masks(weights, density=0.2)
+    >>> round(overall_density(masks), 3)
     0.2
 """
 
@@ -48,8 +48,15 @@ def prunable_names(
     matches that module's weight too).
 
     Example:
-        >>> prunable_names(model, exclude=["conv1.*"])  # doctest: +SKIP
-        ['layer1.0.conv1.weight', ...]
+        >>> import timm
+        >>> import ticket_zoo.models  # registers the paper networks into timm
+        >>> model = timm.create_model("conv4", num_classes=10, in_chans=1, img_size=8)
+        >>> prunable_names(model)  # the classifier head is left out
+        ['features.0.weight', 'features.2.weight', 'features.5.weight', 'features.7.weight', 'fc1.weight', 'fc2.weight']
+        >>> prunable_names(model, exclude=["features.0"], prune_head=True)
+        ['features.2.weight', 'features.5.weight', 'features.7.weight', 'fc1.weight', 'fc2.weight', 'head.weight']
+        >>> prunable_names(model, include=["fc*"])
+        ['fc1.weight', 'fc2.weight']
     """
     from .models import classifier_param_names
 
@@ -143,7 +150,7 @@ def magnitude_masks(
     density: float,
     scope: str = "global",
     previous: Mapping[str, torch.Tensor] | None = None,
-    overrides: Mapping[str, float] | None = None,
+    fixed_densities: Mapping[str, float] | None = None,
 ) -> Masks:
     """Keep the largest-magnitude weights so that exactly ``round(density * n)`` remain.
 
@@ -154,14 +161,21 @@ def magnitude_masks(
             ``round(density * n_layer)`` in every layer.
         previous: masks of the last pruning level; only weights alive there can be kept (a pruned
             weight is never revived), so successive levels are nested.
-        overrides: per-layer densities ``{name or glob: density}`` for layers that must follow their
-            own rate (e.g. the output layer); the other layers share the remaining budget.
+        fixed_densities: per-layer densities ``{name or glob: density}`` for layers that must follow
+            their own rate (e.g. the output layer); the other layers share the remaining budget.
 
     Ties are broken deterministically (earlier layer, then lower flat index, wins).
 
     Example:
-        >>> m1 = magnitude_masks(weights, 0.8)  # doctest: +SKIP
-        >>> m2 = magnitude_masks(weights, 0.64, previous=m1)  # nested in m1  # doctest: +SKIP
+        >>> w = {"a": torch.tensor([0.5, -2.0, 0.1, 3.0]), "b": torch.tensor([1.0, -0.2])}
+        >>> magnitude_masks(w, 0.5)
+        {'a': tensor([False,  True, False,  True]), 'b': tensor([ True, False])}
+        >>> magnitude_masks(w, 0.5, fixed_densities={"b": 1.0})  # b keeps all; a shares the rest
+        {'a': tensor([False, False, False,  True]), 'b': tensor([True, True])}
+        >>> m1 = magnitude_masks(w, 0.5, scope="layerwise")
+        >>> m2 = magnitude_masks({"a": -w["a"], "b": w["b"]}, 0.25, previous=m1)  # nested in m1
+        >>> all(bool((m2[n] <= m1[n]).all()) for n in m1)
+        True
     """
     if isinstance(weights, nn.Module):
         weights = prunable_weights(weights)
@@ -208,12 +222,14 @@ def magnitude_masks(
             raise ConfigError(f"weight {bad!r} has non-finite values; cannot rank by magnitude")
 
     layer_density: dict[str, float] = {}
-    for pattern, value in (overrides or {}).items():
+    for pattern, value in (fixed_densities or {}).items():
         hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            raise ConfigError(f"override {pattern!r} matches no prunable parameter (have: {names[:5]}...)")
+            raise ConfigError(
+                f"fixed_densities: {pattern!r} matches no prunable parameter (have: {names[:5]}...)"
+            )
         for n in hits:
-            layer_density[n] = _check_density(value, f"override density for {n}")
+            layer_density[n] = _check_density(value, f"fixed density for {n}")
 
     keep_counts: dict[str, int] = {}
     for name in names:
@@ -226,7 +242,7 @@ def magnitude_masks(
         pooled_alive = sum(alive[n] for n in pooled)
         if pooled and not 0 <= budget <= pooled_alive:
             raise ConfigError(
-                f"density {density} is impossible: the layers without overrides would need to keep "
+                f"density {density} is impossible: the layers without fixed densities would need to keep "
                 f"{budget} weights but {pooled_alive} are alive"
             )
     for name, k in keep_counts.items():
@@ -240,7 +256,7 @@ def magnitude_masks(
     for name in keep_counts:
         masks[name] = _top_k_flat(scores[name], keep_counts[name])
     if scope == "global" and pooled:
-        # Without overrides the pooled layers are the whole buffer: rank it in place, no copy.
+        # Without fixed densities the pooled layers are the whole buffer: rank it in place, no copy.
         flat = buffer if len(pooled) == len(names) else torch.cat([scores[n] for n in pooled])
         keep = _top_k_flat(flat, budget)
         offset = 0
@@ -255,7 +271,10 @@ def random_masks(reference: Mapping[str, torch.Tensor], seed: int) -> Masks:
     """Uniformly random masks with exactly the same number of kept weights per layer as ``reference``.
 
     Example:
-        >>> shuffled = random_masks(ticket.masks, seed=0)  # doctest: +SKIP
+        >>> masks = {"a": torch.tensor([True, False, False, True]), "b": torch.tensor([False, True])}
+        >>> shuffled = random_masks(masks, seed=0)
+        >>> layer_densities(shuffled) == layer_densities(masks) == {"a": 0.5, "b": 0.5}
+        True
     """
     generator = torch.Generator().manual_seed(int(seed))
     out: Masks = {}
@@ -268,7 +287,12 @@ def random_masks(reference: Mapping[str, torch.Tensor], seed: int) -> Masks:
 
 
 def overall_density(masks: Mapping[str, torch.Tensor]) -> float:
-    """Fraction of all masked weights that are kept."""
+    """Fraction of all masked weights that are kept.
+
+    Example:
+        >>> overall_density({"a": torch.tensor([True, False, False, True]), "b": torch.tensor([True, True])})
+        0.6666666666666666
+    """
     total = sum(m.numel() for m in masks.values())
     # count_nonzero is an order of magnitude faster than sum() on bool tensors (no int64 upcast).
     return float(sum(int(torch.count_nonzero(m)) for m in masks.values()) / total) if total else 1.0
@@ -283,8 +307,10 @@ def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
     """Jaccard overlap |a∧b| / |a∨b| per layer and overall between two masks of the same layers.
 
     Example:
-        >>> mask_overlap(t1.masks, t2.masks)["overall"]  # doctest: +SKIP
-        0.83
+        >>> a = {"w": torch.tensor([True, True, False, False])}
+        >>> b = {"w": torch.tensor([True, False, True, False])}
+        >>> mask_overlap(a, b)
+        {'layers': {'w': 0.3333333333333333}, 'overall': 0.3333333333333333}
     """
     if set(a) != set(b):
         raise ConfigError(

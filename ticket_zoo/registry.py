@@ -62,6 +62,20 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` (for values that are not defined by a ``def``)."""
         return self.register(name, **info)(obj)
 
+    def remove(self, name: str) -> T:
+        """Take ``name`` out again and return its entry (for tests and examples that must leave the
+        registry as they found it).
+
+        Example:
+            >>> reg = Registry("thing")
+            >>> _ = reg.add("x", 1)
+            >>> reg.remove("x"), "x" in reg
+            (1, False)
+        """
+        obj = self.get(name)
+        del self._entries[name], self._info[name]
+        return obj
+
     def get(self, name: str) -> T:
         """The entry called ``name``; an unknown name raises with the closest name and the list."""
         try:

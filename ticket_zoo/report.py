@@ -45,7 +45,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -53,6 +53,9 @@ from scipy import stats
 from ._io import atomic_write_bytes, atomic_write_text, prepare_out_dir
 from .errors import ConfigError
 from .runfiles import read_rows
+
+if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn
+    from matplotlib.figure import Figure
 
 __all__ = [
     "CONTROL_ORDER",
@@ -62,6 +65,7 @@ __all__ = [
     "compare",
     "matching_sparsity",
     "build_report",
+    "plot",
     "register_cli",
 ]
 
@@ -602,13 +606,28 @@ def _bars_caption(summary: list[dict[str, Any]]) -> str:
     return f"bars: mean ± 95% t interval over {seeds}{one}"
 
 
-def _figure(summary: list[dict[str, Any]]) -> Any:
-    """The report plot as a matplotlib ``Figure`` (Agg canvas; no pyplot state): one panel per setting.
+def plot(summary: list[dict[str, Any]]) -> Figure:
+    """The report plot of ``summary`` as a matplotlib ``Figure``: one panel per setting.
 
-    Every panel shares one y range (:func:`_y_limits`) so panels compare at a glance. Tickets and
-    controls are lines with 95% t-interval error bars, each control with its own colour, marker and
-    line style and a small horizontal offset so overlapping bars stay readable; dense is a dashed
-    level with a shaded band.
+    ``summary`` is :func:`summarize`'s result or ``report["summary"]`` of :func:`build_report` (which
+    saves this figure as ``report.png``). The figure has its own Agg canvas and touches no pyplot
+    state, so it can be restyled or saved anywhere (``fig.savefig("plot.pdf")``).
+
+    Every panel shares one y range (all means and interval ends, padded by 6% of their span and at
+    least half a point, clipped at 0 and at 100 plus that padding) so panels compare at a glance.
+    Tickets and controls are lines with 95% t-interval error bars, each control with its own colour,
+    marker and line style and a small horizontal offset so overlapping bars stay readable; dense is
+    a dashed level with a shaded band.
+
+    Example::
+
+        >>> rows = [dict(target="t", optimizer="sgd", control=c, density=0.1, seed=s, test_acc=a)
+        ...         for c, accs in (("winning", [90.0, 92.0]), ("random_ticket", [85.0, 87.0]))
+        ...         for s, a in enumerate(accs)]
+        >>> fig = plot(summarize(rows))
+        >>> [ax.get_title().splitlines()[-1] for ax in fig.axes if ax.get_visible()]  # one panel
+        ['optimizer: sgd']
+        >>> fig.savefig(io.BytesIO(), format="png")  # or any path: the figure needs no pyplot
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -693,8 +712,8 @@ def _figure(summary: list[dict[str, Any]]) -> Any:
     return fig
 
 
-def _plot(path: Path, summary: list[dict[str, Any]]) -> None:
-    fig = _figure(summary)
+def _write_png(path: Path, summary: list[dict[str, Any]]) -> None:
+    fig = plot(summary)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120)
     atomic_write_bytes(path, png.getvalue())
@@ -753,7 +772,7 @@ def build_report(
     _write_csv(out / "report.csv", report)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     atomic_write_text(out / "report.json", text)
-    _plot(out / "report.png", report["summary"])
+    _write_png(out / "report.png", report["summary"])
     if show:
         print(markdown_table(report))
     return report

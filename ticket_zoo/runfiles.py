@@ -13,8 +13,13 @@ Example:
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.jsonl"
     >>> append_row(path, {"cell": "a", "acc": 90.0})
     >>> _ = path.open("ab").write(b'{"cell": "b", "ac')   # a writer killed mid-line
-    >>> [r["cell"] for r in read_rows(path, repair=True)]
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     [r["cell"] for r in read_rows(path, repair=True)]
     ['a']
+    >>> "skipping unreadable last line 2" in str(caught[0].message)
+    True
     >>> path.read_bytes().endswith(b"90.0}\\n")
     True
     >>> fingerprint({"lr": 0.1}) == fingerprint({"lr": 0.1}) != fingerprint({"lr": 0.2})

@@ -1,11 +1,20 @@
 """The Ticket: an architecture, its masks, the weights at the rewind step, and metadata.
 
-Example:
-    >>> import ticket_zoo as tz  # doctest: +SKIP
-    >>> ticket = tz.load("runs/digits/level_05")  # doctest: +SKIP
-    >>> ticket.density, ticket.arch  # doctest: +SKIP
-    (0.328, 'lenet_300_100')
-    >>> model = ticket.build(num_classes=5, new_head=True)  # fresh 5-way head, masks applied  # doctest: +SKIP
+Example (a LeNet-300-100 ticket shipped in the package; ``tz.load("runs/digits/level_05")`` reads
+one that ``ticket-zoo find`` wrote):
+
+    >>> import ticket_zoo as tz
+    >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+    >>> ticket
+    Ticket(arch='lenet_300_100', density=0.0458, layers=3, num_classes=5, source='digits[0-4]')
+    >>> round(ticket.density, 3), ticket.arch
+    (0.046, 'lenet_300_100')
+    >>> model = ticket.build(num_classes=5, new_head=True)  # fresh 5-way head, masks applied
+    >>> model.head
+    Linear(in_features=100, out_features=5, bias=True)
+    >>> pruned = ~ticket.masks["fc1.weight"]
+    >>> bool((model.fc1.weight[pruned] == 0).all())  # pruned weights are exactly zero
+    True
 """
 
 from __future__ import annotations
@@ -283,8 +292,15 @@ class Ticket:
         """Make a ticket from a model (or an explicit rewind ``init_state``) and masks.
 
         Example:
-            >>> t = Ticket.from_model(model, masks, arch="conv4", arch_kwargs={"num_classes": 10},
-            ...                       init_state=rewind_state, meta={"source": "cifar10"})  # doctest: +SKIP
+            >>> from ticket_zoo.masks import magnitude_masks, prunable_weights
+            >>> kwargs = {"num_classes": 10, "in_chans": 1, "img_size": 8}
+            >>> model = create_model("lenet_300_100", kwargs)
+            >>> rewind_state = {k: v.clone() for k, v in model.state_dict().items()}  # θk (here step 0)
+            >>> # ... train the model, then keep its largest 20% of prunable weights:
+            >>> masks = magnitude_masks(prunable_weights(model), density=0.2)
+            >>> Ticket.from_model(model, masks, arch="lenet_300_100", arch_kwargs=kwargs,
+            ...                   init_state=rewind_state, meta={"source": "digits"})
+            Ticket(arch='lenet_300_100', density=0.2000, layers=2, num_classes=10, source='digits')
         """
         state = init_state if init_state is not None else model.state_dict()
         init = {k: v.detach().to("cpu").clone() for k, v in state.items()}
@@ -330,7 +346,16 @@ class Ticket:
         :meth:`masks_for` drops the mask of a fresh head, so :func:`~ticket_zoo.hold_masks` leaves it dense.
 
         Example:
-            >>> model = ticket.build(num_classes=5, new_head=True)  # doctest: +SKIP
+            >>> import ticket_zoo as tz
+            >>> ticket = tz.load("lenet_300_100-digits04-5pct")  # found on digits 0-4: 5 classes
+            >>> ticket.build().head  # the ticket's own rewind head
+            Linear(in_features=100, out_features=5, bias=True)
+            >>> ticket.build(num_classes=10).head  # another class count: a fresh head
+            Linear(in_features=100, out_features=10, bias=True)
+            >>> ticket.build(num_classes=10, new_head=False)
+            Traceback (most recent call last):
+            ...
+            ValueError: new_head=False keeps the ticket's 5-class head, but num_classes=10; pass new_head=True (or leave it unset) for a fresh head
         """
         from .models import classifier_param_names, replace_head
 
@@ -363,7 +388,12 @@ class Ticket:
         """The masks that apply to a model built from this ticket (a replaced head drops its mask).
 
         Example:
-            >>> model = ticket.build(num_classes=5); masks = ticket.masks_for(model)  # doctest: +SKIP
+            >>> import ticket_zoo as tz
+            >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+            >>> sorted(ticket.masks_for(ticket.build()))  # its own head keeps its mask
+            ['fc1.weight', 'fc2.weight', 'head.weight']
+            >>> sorted(ticket.masks_for(ticket.build(num_classes=5, new_head=True)))  # a fresh head is dense
+            ['fc1.weight', 'fc2.weight']
         """
         params = dict(model.named_parameters())
         fresh = getattr(model, "_ticket_zoo_fresh_head", frozenset())

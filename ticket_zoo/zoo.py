@@ -10,12 +10,19 @@ where it lives. Names are ``{arch}-{source}-{pct}pct``, pct = percent of prunabl
 
 The repo's ``cards/`` directory is the source of truth; wheels carry it as ``ticket_zoo/_catalogue``.
 
+This module reads and writes cards and the embedded files; it never touches the network. Loading an
+entry is :func:`ticket_zoo.api.load_named` (embedded here, or from the Hub at the pinned revision), and
+publishing one is :func:`ticket_zoo.hub.publish` (push, then :func:`write_card`): the layers are
+``specs``/``format`` → ``zoo`` → ``cards`` → ``hub`` → ``api``, each importing only those before it.
+
 Example:
-    >>> import ticket_zoo as tz  # doctest: +SKIP
-    >>> [e["name"] for e in tz.list_tickets(arch="lenet_300_100", published=True)][:2]  # doctest: +SKIP
-    ['lenet_300_100-digits-51pct', 'lenet_300_100-digits-21pct']
-    >>> tz.load("lenet_300_100-digits04-5pct").density  # doctest: +SKIP
-    0.0501
+    >>> import ticket_zoo as tz
+    >>> [e["name"] for e in tz.list_tickets(arch="lenet_300_100", source="digits04", published=True)][:2]
+    ['lenet_300_100-digits04-51pct', 'lenet_300_100-digits04-21pct']
+    >>> info("lenet_300_100-digits04-5pct")["location"]
+    'embedded'
+    >>> round(tz.load("lenet_300_100-digits04-5pct").density, 4)
+    0.0458
 """
 
 from __future__ import annotations
@@ -31,29 +38,24 @@ from typing import Any
 
 import yaml
 
-from ._io import atomic_write_text
-from .errors import (
-    ChecksumMismatchError,
-    ConfigError,
-    TicketNotFoundError,
-    TicketNotPublishedError,
-    shorten,
-)
-from .hub import sha256_hex, validate_revision
+from ._io import atomic_write_text, sha256_hex
+from .errors import ChecksumMismatchError, ConfigError, TicketNotFoundError, shorten
+from .specs import parse_spec, ticket_file, validate_revision
 
 __all__ = [
     "CARDS_ENV",
     "NAME_RE",
     "catalogue_dir",
+    "draft_entry",
     "embedded_dir",
     "info",
     "list_tickets",
-    "load_named",
-    "publish",
+    "read_embedded",
     "register_cli",
     "render_entry_card",
     "unpublished_message",
     "validate_name",
+    "writable_cards_dir",
     "write_card",
 ]
 
@@ -82,7 +84,7 @@ def catalogue_dir() -> Path:
     """The cards directory: ``$TICKET_ZOO_CARDS``, else the copy inside an installed wheel, else the repo's ``cards/``.
 
     Example:
-        >>> catalogue_dir().name in ("cards", "_catalogue")  # doctest: +SKIP
+        >>> (catalogue_dir() / "_template.md").is_file()  # every catalogue has the card template
         True
     """
     override = os.environ.get(CARDS_ENV)
@@ -339,8 +341,10 @@ def list_tickets(
     are fractions of weights remaining (0.05 = 5%).
 
     Example:
-        >>> [e["name"] for e in list_tickets(arch="conv4", source="digits04", published=True)]  # doctest: +SKIP
-        ['conv4-digits04-51pct', 'conv4-digits04-21pct', 'conv4-digits04-5pct']
+        >>> [e["name"] for e in list_tickets(arch="conv4", source="digits04", published=True)]
+        ['conv4-digits04-51pct', 'conv4-digits04-21pct', 'conv4-digits04-6pct', 'conv4-digits04-1pct']
+        >>> [e["name"] for e in list_tickets(arch="conv4", source="digits[0-4]", max_density=0.1)]
+        ['conv4-digits04-6pct', 'conv4-digits04-1pct']
     """
     out = []
     for entry in _catalogue(cards_dir).values():
@@ -362,8 +366,13 @@ def info(name: str, *, cards_dir: str | os.PathLike | None = None) -> dict[str, 
     """The catalogue entry of ``name`` (a copy); a typo gets a "did you mean" in :class:`TicketNotFoundError`.
 
     Example:
-        >>> info("vgg19-imagenet-20pct")["recipe"]  # doctest: +SKIP
-        'recipes/vgg19-imagenet.yaml'
+        >>> entry = info("vgg19-imagenet-20pct")
+        >>> entry["arch"], entry["density"], entry["recipe"], entry["published"]
+        ('vgg19_cifar', 0.2, 'recipes/vgg19-imagenet.yaml', False)
+        >>> info("vgg19-imagenet-25pct")
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.TicketNotFoundError: no catalogue entry 'vgg19-imagenet-25pct'; did you mean vgg19-imagenet-5pct, vgg19-imagenet-2pct, vgg19-imagenet-51pct? (`ticket-zoo list` shows them all)
     """
     entries = _catalogue(cards_dir)
 
@@ -407,7 +416,11 @@ def unpublished_message(entry: dict[str, Any]) -> str:
     """What an unpublished entry's error says: the exact commands to build and to publish it.
 
     Example:
-        >>> print(unpublished_message(info("vgg19-imagenet-20pct")))  # doctest: +SKIP
+        >>> print(unpublished_message(info("vgg19-imagenet-20pct")))
+        vgg19-imagenet-20pct is in the catalogue but not published yet. Build it locally:
+          ticket-zoo find --config recipes/vgg19-imagenet.yaml --out runs/vgg19-imagenet
+        then publish the level closest to 20% density (about level_07; densities are in runs/vgg19-imagenet/summary.json):
+          ticket-zoo publish runs/vgg19-imagenet/level_07 --repo <org/name> --name vgg19-imagenet-20pct
     """
     name, recipe = entry["name"], entry["recipe"]
     run = f"runs/{Path(recipe).stem}"
@@ -425,7 +438,14 @@ def unpublished_message(entry: dict[str, Any]) -> str:
     )
 
 
-def _read_embedded(entry: dict[str, Any]) -> bytes:
+def read_embedded(entry: dict[str, Any]) -> bytes:
+    """The bytes of an embedded entry's ticket, read from the package and checked against the card's sha256.
+
+    Example:
+        >>> data = read_embedded(info("lenet_300_100-digits04-5pct"))
+        >>> sha256_hex(data) == info("lenet_300_100-digits04-5pct")["sha256"]
+        True
+    """
     path = embedded_dir() / entry["embedded"]
     if not path.is_file():
         raise TicketNotFoundError(
@@ -440,27 +460,6 @@ def _read_embedded(entry: dict[str, Any]) -> bytes:
             "the installation is damaged or the card is stale: reinstall ticket-zoo"
         )
     return data
-
-
-def load_named(name: str, *, cards_dir: str | os.PathLike | None = None) -> Any:
-    """Load a catalogue entry: embedded (read from the package, sha256 checked) or from the Hub at its
-    pinned revision (sha256 checked); an unpublished entry raises :class:`TicketNotPublishedError`
-    with the commands to build and publish it.
-
-    Example:
-        >>> ticket = load_named("lenet_300_100-digits04-5pct")  # doctest: +SKIP
-        >>> model = ticket.build(num_classes=5)  # doctest: +SKIP
-    """
-    entry = info(name, cards_dir=cards_dir)
-    if entry["location"] == "embedded":
-        from .format import ticket_from_bytes
-
-        return ticket_from_bytes(_read_embedded(entry), source=f"catalogue:{name}")
-    if entry["location"] == "hub":
-        from .hub import load_from_hub
-
-        return load_from_hub(f"{entry['repo_id']}@{entry['revision']}", sha256=entry["sha256"])
-    raise TicketNotPublishedError(unpublished_message(entry))
 
 
 # --- writing cards ---------------------------------------------------------------------------------
@@ -493,7 +492,12 @@ def render_entry_card(entry: dict[str, Any], *, cards_dir: str | os.PathLike | N
 
     Example:
         >>> text = render_entry_card({"name": "conv4-digits-5pct", "arch": "conv4", "source": "digits",
-        ...     "density": 0.05, "recipe": "recipes/conv4-digits.yaml"})  # doctest: +SKIP
+        ...     "density": 0.05, "recipe": "recipes/conv4-digits.yaml"})
+        >>> front = yaml.safe_load(text.split("---")[1])  # the YAML front matter this module reads back
+        >>> front["name"], front["density"], front["recipe"], front["published"]
+        ('conv4-digits-5pct', 0.05, 'recipes/conv4-digits.yaml', False)
+        >>> text.split("---")[2].splitlines()[1]  # then the template's body
+        '# conv4-digits-5pct'
     """
     directory = Path(cards_dir) if cards_dir is not None else catalogue_dir()
     template_path = directory / TEMPLATE_FILE
@@ -528,10 +532,16 @@ def render_entry_card(entry: dict[str, Any], *, cards_dir: str | os.PathLike | N
 def write_card(entry: dict[str, Any], cards_dir: str | os.PathLike | None = None) -> Path:
     """Write (atomically) ``cards_dir/NAME.md`` for ``entry`` and return its path; the result parses back.
 
-    Example:
-        >>> write_card({"name": "conv4-digits-5pct", "arch": "conv4", "source": "digits", "density": 0.05,
-        ...             "recipe": "recipes/conv4-digits.yaml"}, "cards")  # doctest: +SKIP
-        PosixPath('cards/conv4-digits-5pct.md')
+    Example (into a scratch folder; a clone of the repository writes into ``cards/``):
+
+        >>> import tempfile
+        >>> cards = tempfile.mkdtemp()
+        >>> path = write_card({"name": "conv4-digits-5pct", "arch": "conv4", "source": "digits", "density": 0.05,
+        ...                    "recipe": "recipes/conv4-digits.yaml"}, cards)
+        >>> path.name
+        'conv4-digits-5pct.md'
+        >>> [e["name"] for e in list_tickets(cards_dir=cards)]  # the card parses back
+        ['conv4-digits-5pct']
     """
     directory = Path(cards_dir) if cards_dir is not None else catalogue_dir()
     name = validate_name(entry["name"])
@@ -553,85 +563,63 @@ def _installed_cards_dir() -> Path | None:
         return None
 
 
-def publish(
-    ticket_dir: str | os.PathLike,
-    repo_id: str,
+def writable_cards_dir(cards_dir: str | os.PathLike | None = None) -> Path:
+    """Where a new card is written: ``cards_dir``, else ``$TICKET_ZOO_CARDS``, else ``./cards`` (in a clone
+    of the repository, its catalogue: commit the card there). Never the installed package.
+
+    Example:
+        >>> writable_cards_dir("my_cards")
+        PosixPath('my_cards')
+    """
+    return Path(cards_dir) if cards_dir is not None else Path(os.environ.get(CARDS_ENV) or "cards")
+
+
+def draft_entry(
+    ticket: Any,
+    sha256: str,
     *,
     name: str | None = None,
     cards_dir: str | os.PathLike | None = None,
     recipe: str | None = None,
-    revision: str | None = None,
-    tag: str | None = None,
-    private: bool = False,
-    commit_message: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
+    where: str = "the ticket",
 ) -> dict[str, Any]:
-    """Push a ticket directory to ``repo_id`` and write its catalogue card pinned to the new commit + sha256.
+    """The catalogue entry for publishing ``ticket`` (whose ``ticket.safetensors`` has ``sha256``), before
+    its location is known: :func:`ticket_zoo.hub.publish` adds ``repo_id`` and ``revision`` after the push.
 
-    ``name`` defaults to the ticket's own name; an existing card of that name (e.g. an unpublished
-    slot, in ``cards_dir`` or in the installed catalogue) keeps its source and recipe. Returns the new
-    catalogue entry.
-
-    The card is written to ``cards_dir``; by default ``$TICKET_ZOO_CARDS`` when set, else ``./cards``
-    (in a clone of the repository, its catalogue: commit the card there). It is never written into the
-    installed package.
+    ``name`` defaults to the ticket's own name; an existing card of that name (an unpublished slot, in
+    :func:`writable_cards_dir` or in the installed catalogue) keeps its source and recipe. ``where``
+    names the ticket in errors.
 
     Example:
-        >>> publish("runs/vgg19-imagenet/level_07", "me/vgg19-imagenet-20pct", name="vgg19-imagenet-20pct")  # doctest: +SKIP
+        >>> from ticket_zoo.format import ticket_from_bytes
+        >>> data = read_embedded(info("lenet_300_100-digits04-5pct"))
+        >>> ticket = ticket_from_bytes(data)
+        >>> entry = draft_entry(ticket, sha256_hex(data))  # named like the ticket: its card's recipe is kept
+        >>> entry["name"], entry["source"], entry["recipe"]
+        ('lenet_300_100-digits04-5pct', 'digits04', 'recipes/lenet_300_100-digits04.yaml')
+        >>> draft_entry(ticket, sha256_hex(data), name="lenet_300_100-digits04-4pct")["recipe"]  # a new slot
+        'recipes/lenet_300_100-digits04.yaml'
     """
-    from .format import ticket_from_bytes
-    from .hub import TICKET_FILE, parse_spec, push
-
-    directory = Path(ticket_dir)
-    if not (directory / TICKET_FILE).is_file():
-        raise TicketNotFoundError(
-            f"{directory} has no {TICKET_FILE}; pass a ticket directory such as runs/X/level_07"
-        )
-    repo, at = parse_spec(repo_id)
-    if "/" not in repo or at is not None:
-        raise ConfigError(
-            f"--repo must be org/name without a revision (the card pins the commit), got {repo_id!r}"
-        )
-    data = (directory / TICKET_FILE).read_bytes()
-    # one read: the sha256 the card pins is of exactly the bytes validated here
-    ticket = ticket_from_bytes(data, source=str(directory / TICKET_FILE))
     if not (name or ticket.name):
-        raise ConfigError(f"{directory}: the ticket has no name; give one with --name ARCH-SOURCE-PCTpct")
+        raise ConfigError(f"{where}: the ticket has no name; give one with --name ARCH-SOURCE-PCTpct")
     name = validate_name(name or ticket.name)
-    cards = Path(cards_dir) if cards_dir is not None else Path(os.environ.get(CARDS_ENV) or "cards")
-    previous = {}
-    for candidate in (cards, _installed_cards_dir()):
+    previous: dict[str, Any] = {}
+    for candidate in (writable_cards_dir(cards_dir), _installed_cards_dir()):
         if candidate is not None and (candidate / f"{name}.md").is_file():
             previous = _parse_card(candidate / f"{name}.md")
             break
     arch, source, _ = _split_name(name)
     meta = ticket.meta
-    recipe = recipe or previous.get("recipe") or f"recipes/{arch}-{source}.yaml"
-    sha = push(
-        directory,
-        repo,
-        revision=revision,
-        tag=tag,
-        private=private,
-        commit_message=commit_message,
-        token=token,
-        endpoint=endpoint,
-    )
-    entry = {
+    return {
         "name": name,
         "arch": ticket.arch,
         "source": previous.get("source") or source,
         "dataset": meta.get("source") or previous.get("dataset") or source,
         "density": ticket.density,
         "source_accuracy": meta.get("source_test_acc"),
-        "recipe": recipe,
-        "repo_id": repo,
-        "revision": sha,
-        "sha256": sha256_hex(data),
+        "recipe": recipe or previous.get("recipe") or f"recipes/{arch}-{source}.yaml",
+        "sha256": sha256,
     }
-    write_card(entry, cards)
-    return info(name, cards_dir=cards)
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -660,8 +648,39 @@ def _cli_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_local(path: Path) -> None:
+    """``ticket-zoo info PATH``: what the ticket file says about itself."""
+    from .format import read_ticket  # format imports torch: only this path of `ticket-zoo info` needs it
+
+    ticket = read_ticket(ticket_file(path))
+    meta = ticket.meta
+    rows = {
+        "path": path,
+        "name": ticket.name,
+        "arch": ticket.arch,
+        "density": f"{100 * ticket.density:.2f}%",
+        "source": meta.get("source"),
+        "level": meta.get("level"),
+        "source_accuracy": meta.get("source_test_acc"),
+        "hub": meta.get("hub"),
+    }
+    for key, value in rows.items():
+        if value is not None:
+            print(f"{key:>15}: {value}")
+    print(f"\nload it: ticket_zoo.load({str(path)!r})")
+
+
 def _cli_info(args: argparse.Namespace) -> int:
-    entry = info(args.name)
+    spec = parse_spec(args.name)
+    if spec.kind == "path":
+        _describe_local(spec.path)
+        return 0
+    if spec.kind == "hub":
+        raise TicketNotFoundError(
+            f"{shorten(args.name)} is a Hub repo, not a catalogue name: fetch it with `ticket-zoo pull {shorten(args.name)} "
+            "--out DIR`, then `ticket-zoo info DIR` (catalogue names: `ticket-zoo list`)"
+        )
+    entry = info(spec.name)
     for key in (*FIELDS, "location", "repo_id", "revision", "embedded", "sha256", "card"):
         if entry.get(key) is not None:
             print(f"{key:>15}: {entry[key]}")
@@ -672,24 +691,8 @@ def _cli_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cli_publish(args: argparse.Namespace) -> int:
-    entry = publish(
-        args.dir,
-        args.repo,
-        name=args.name,
-        cards_dir=args.cards_dir,
-        recipe=args.recipe,
-        revision=args.revision,
-        tag=args.tag,
-        private=args.private,
-        commit_message=args.message,
-    )
-    print(f"published {entry['name']} to {entry['repo_id']}@{entry['revision']}; card: {entry['card']}")
-    return 0
-
-
 def register_cli(subparsers: Any) -> None:
-    """Add ``ticket-zoo list``, ``ticket-zoo info`` and ``ticket-zoo publish``.
+    """Add ``ticket-zoo list`` and ``ticket-zoo info`` (``publish`` is in :mod:`ticket_zoo.hub`: it pushes).
 
     Example:
         >>> import argparse
@@ -710,21 +713,8 @@ def register_cli(subparsers: Any) -> None:
     group.add_argument("--unpublished", action="store_true", help="only entries still to be built")
     p.set_defaults(func=_cli_list)
 
-    p = subparsers.add_parser("info", help="show one catalogue entry and how to load (or build) it")
-    p.add_argument("name", metavar="NAME")
-    p.set_defaults(func=_cli_info)
-
     p = subparsers.add_parser(
-        "publish",
-        help="push a ticket directory to the Hub and write its catalogue card (pinned commit + sha256)",
+        "info", help="show one catalogue entry and how to load (or build) it, or what a local ticket holds"
     )
-    p.add_argument("dir", metavar="DIR", help="ticket directory, e.g. runs/vgg19-imagenet/level_07")
-    p.add_argument("--repo", required=True, metavar="ORG/NAME")
-    p.add_argument("--name", help="catalogue name (default: the ticket's own name)")
-    p.add_argument("--cards-dir", default=None, metavar="DIR", help="where to write the card (default: $TICKET_ZOO_CARDS, else ./cards)")
-    p.add_argument("--recipe", help="recipe path to record (default: the existing card's)")
-    p.add_argument("--revision", metavar="BRANCH", help="branch to commit to (default main)")
-    p.add_argument("--tag", help="also tag the commit, e.g. v1")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--message", help="commit message")
-    p.set_defaults(func=_cli_publish)
+    p.add_argument("name", metavar="NAME|PATH")
+    p.set_defaults(func=_cli_info)
