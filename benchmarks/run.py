@@ -409,6 +409,50 @@ def demo_wall_time(args: argparse.Namespace) -> dict:
     return {"wall_seconds": wall, **timing, "target": "< 600 s on 2 cores"}
 
 
+# --- issue 13: a fast CLI ---------------------------------------------------------------------------
+
+_CLI_COMMANDS = (["--help"], ["find", "--help"], ["transfer", "--help"], ["list"],
+                 ["info", "lenet_300_100-digits04-5pct"])  # fmt: skip
+
+
+@benchmark
+def cli_startup(args: argparse.Namespace) -> dict:
+    """Wall time of `ticket-zoo --help`, `find --help`, `transfer --help`, `list`, `info NAME` (median of 5
+    fresh processes) vs `python -c "import torch"`, idle and beside one CPU-bound process."""
+    import subprocess
+
+    def wall(argv: list[str]) -> float:
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+    cli = [sys.executable, "-m", "ticket_zoo.cli"]
+    baseline = [sys.executable, "-c", "import torch"]
+    rows = []
+    for load in ("idle", "busy"):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
+        try:
+            wall(baseline)  # warm the file cache for both sides
+            wall([*cli, "--help"])
+            # Interleave so drift in the machine's load hits the command and the baseline alike.
+            times: dict[str, list[float]] = {" ".join(c): [] for c in _CLI_COMMANDS}
+            times["import torch"] = []
+            for _ in range(5):
+                for command in _CLI_COMMANDS:
+                    times[" ".join(command)].append(wall([*cli, *command]))
+                times["import torch"].append(wall(baseline))
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        torch_s = med.pop("import torch")
+        for command, seconds in med.items():
+            rows.append({"load": load, "command": command, "seconds": seconds, "import_torch_s": torch_s,
+                         "ratio": seconds / torch_s})  # fmt: skip
+    return {"rows": rows, "target": "< 1 s each, idle and busy; none imports torch"}
+
+
 # --- issue: paper-faithful at ImageNet scale ---------------------------------------------------------
 
 # ImageNet-like JPEG sizes (W, H): mixed aspect ratios around the dataset's ~400x350 average.
@@ -664,6 +708,18 @@ def _r_demo(r: dict) -> str:
         "| total (s) | find (s) | transfer (s) |\n|---|---|---|\n"
         f"| **{r['wall_seconds']:.0f}** | {r['find_seconds']:.0f} | {r['transfer_seconds']:.0f} |\n\nTarget: {r['target']}."
     )
+
+
+@renderer("cli_startup")
+def _r_cli(r: dict) -> str:
+    lines = ["### `ticket-zoo` start-up (median of 5 fresh processes) vs `python -c \"import torch\"`", "",
+             "| machine | command | seconds | import torch (s) | ratio |", "|---|---|---|---|---|"]  # fmt: skip
+    for row in r["rows"]:
+        machine = "idle" if row["load"] == "idle" else "busy (+1 CPU-bound process)"
+        lines.append(f"| {machine} | `ticket-zoo {row['command']}` | **{row['seconds']:.2f}** | "
+                     f"{row['import_torch_s']:.2f} | {row['ratio']:.2f}x |")  # fmt: skip
+    lines.append(f"\nTarget: {r['target']}.")
+    return "\n".join(lines)
 
 
 @renderer("image_pipeline")

@@ -445,5 +445,5 @@ def test_find_help_lists_the_flags_the_schema_declares(capsys):
     assert {"--levels", "--target-density", "--seed", "--iterations", "--lr"} <= set(declared)
     for flag, help_text in declared.items():
         assert flag in text and help_text in text, (flag, help_text)
-    for kept in ("--config", "--out", "--set", "--quiet"):
+    for kept in ("--config", "--out", "--set", "--no-progress"):
         assert kept in text

@@ -517,7 +517,8 @@ def test_a_corrupt_card_is_rejected_evicted_and_pulled_again(hf_env, pushed, tmp
     assert not (tmp_path / "out" / "README.md").exists()
     (snapshot,) = hf_env.cache_dir.rglob(f"snapshots/{sha}")
     assert not (snapshot / "README.md").exists()  # evicted: not trusted by the next pull
-    good = (directory / "README.md").read_bytes()
+    good = server.repo(REPO).commits[sha].files["README.md"]  # the pushed card: it names the repo, not the folder
+    assert good != (directory / "README.md").read_bytes() and f"hf-hub:{REPO}@main".encode() in good
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0xFF  # what the server sent
     assert all(p.read_bytes() != bytes(bad) for p in _cached_files(hf_env.cache_dir))

@@ -228,7 +228,7 @@ def test_mask_overlap_jaccard_on_hand_made_masks() -> None:
     disjoint = mask_overlap({"x": torch.tensor([True, False])}, {"x": torch.tensor([False, True])})
     assert disjoint["overall"] == 0.0
     with pytest.raises(ConfigError, match="different layers"):
-        mask_overlap(a, {"x": a["x"]})
+        mask_overlap(a, {"x": a["x"]}, strict=True)
     with pytest.raises(ConfigError, match="shape"):
         mask_overlap({"x": a["x"]}, {"x": torch.ones(5, dtype=torch.bool)})
 

@@ -494,8 +494,11 @@ def test_worker_processes_give_the_same_run(data):
     assert runs[0][1] == runs[1][1]
 
 
-def test_progress_bar_shows_description_or_nothing(data, capsys):
+def test_progress_bar_shows_description_or_nothing(data, capsys, monkeypatch):
     tr, va, _ = data
+    # The per-step bar is for a terminal (ticket_zoo/progress.py; a log file gets nothing, see
+    # tests/test_progress.py): make the captured stderr claim to be one.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     train(make_model(), tr, va, cfg(iterations=8), progress="level 3")
     err = capsys.readouterr().err
     assert "level 3" in err and "8/8" in err
@@ -668,7 +671,16 @@ def test_no_module_finds_another_modules_classes_through_sys_modules():
 
     offenders = []
     for path in sorted((REPO / "ticket_zoo").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # "is it loaded yet?" (`name in sys.modules`) reads no other module's objects: allowed.
+        membership = {
+            id(cmp.comparators[0])
+            for cmp in ast.walk(tree)
+            if isinstance(cmp, ast.Compare) and isinstance(cmp.ops[0], (ast.In, ast.NotIn))
+        }
+        for node in ast.walk(tree):
+            if id(node) in membership:
+                continue
             attr = isinstance(node, ast.Attribute) and node.attr == "modules"
             attr = attr and isinstance(node.value, ast.Name) and node.value.id == "sys"
             imported = isinstance(node, ast.ImportFrom) and node.module == "sys"

@@ -50,9 +50,13 @@ Here it is on a throwaway registry, so that the real catalogue stays as it is:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,7 +66,7 @@ import torch
 from . import local_data
 from .augment import AUGMENTATIONS, augment_batch
 from .digits import DIGITS, digits_dataset
-from .errors import ConfigError, UnknownDatasetError
+from .errors import ConfigError, UnknownDatasetError, one_line
 from .images import PIPELINES, ImageTensorDataset, timm_data_config, uses_timm
 from .registry import Registry
 from .splitting import LabelMap, map_splits
@@ -382,7 +386,107 @@ def _open_split(spec: DatasetSpec, split: str, streaming: bool, cache_dir: str |
     if spec.local == DIGITS:
         ds = digits_dataset()[split]
         return ds.to_iterable_dataset() if streaming else ds
-    return datasets.load_dataset(**_load_dataset_kwargs(spec, split, streaming), cache_dir=cache_dir)
+    kwargs = _load_dataset_kwargs(spec, split, streaming)
+    if spec.hub_id is None:  # local data: no network involved
+        return datasets.load_dataset(**kwargs, cache_dir=cache_dir)
+    try:
+        with _quiet_retries():
+            return datasets.load_dataset(**kwargs, cache_dir=cache_dir)
+    except Exception as exc:
+        cause = _network_cause(exc)
+        if cause is None:
+            raise
+        raise ConfigError(_offline_message(spec, cause)) from None  # the message carries the cause
+
+
+# --- a dataset that needs the network while offline: one line, not a traceback and retry warnings ----
+
+# Exception classes (by name, so that optional HTTP libraries need not be imported) that mean "the
+# Hub could not be reached": offline mode, a refused or timed-out connection, DNS failure, and
+# huggingface_hub's "not in the cache and cannot download it".
+_NETWORK_ERRORS = frozenset({
+    "ConnectionError", "TimeoutError", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectError",
+    "ConnectTimeout", "ReadTimeout", "TimeoutException", "NetworkError", "ClientConnectorError",
+})  # fmt: skip
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def _network_cause(exc: BaseException) -> BaseException | None:
+    """The deepest error in ``exc``'s chain (causes and contexts) saying the network failed, or ``None``.
+
+    The deepest is the one that says what happened ("Connection refused"), not a wrapper's summary.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise ConnectionRefusedError(111, "Connection refused")
+        ...     except OSError as e:
+        ...         raise ValueError("could not resolve data files") from e
+        ... except ValueError as e:
+        ...     type(_network_cause(e)).__name__, _network_cause(KeyError("x"))
+        ('ConnectionRefusedError', None)
+    """
+    seen: set[int] = set()
+    found = None
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(c.__name__ in _NETWORK_ERRORS for c in type(current).__mro__):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _offline_message(spec: DatasetSpec, cause: BaseException) -> str:
+    """One line: which dataset needs the network, why it cannot have it, and what to do.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"}):
+        ...     _offline_message(get_spec("cifar10"), ConnectionRefusedError(111, "Connection refused"))
+        'cifar10 needs to be downloaded from the Hugging Face Hub (uoft-cs/cifar10) but the network is unreachable ([Errno 111] Connection refused); connect once to cache it, or use a local copy with imagefolder:PATH / parquet:GLOB'
+        >>> with mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}):  # doctest: +ELLIPSIS
+        ...     _offline_message(get_spec("cifar10"), ConnectionError("offline"))
+        'cifar10 needs ... (uoft-cs/cifar10) but HF_HUB_OFFLINE=1 is set and it is not in the cache; unset it and connect once to cache it, or use ...'
+    """
+    offline = [v for v in _OFFLINE_VARS if os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
+    head = f"{spec.name} needs to be downloaded from the Hugging Face Hub ({spec.hub_id}) but "
+    local = "use a local copy with imagefolder:PATH / parquet:GLOB"
+    if offline or type(cause).__name__ == "OfflineModeIsEnabled":
+        setting = f"{offline[0]}=1" if offline else "offline mode"
+        return f"{head}{setting} is set and it is not in the cache; unset it and connect once to cache it, or {local}"
+    return f"{head}the network is unreachable ({one_line(cause, 120)}); connect once to cache it, or {local}"
+
+
+class _DropRetryWarnings(logging.Filter):
+    """Drops huggingface_hub's per-attempt warnings ("... thrown while requesting ...", "Retrying in ...")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "thrown while requesting" not in message and not message.startswith("Retrying in")
+
+
+@contextlib.contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """While loading one dataset, silence huggingface_hub's retry warnings (a failure ends as one line).
+
+    A logger's filters apply only to records it creates itself, so the filter goes on every
+    huggingface_hub logger, and comes off again afterwards.
+    """
+    logging.getLogger("huggingface_hub.utils._http")  # make sure the one that warns exists
+    loggers = [
+        logger
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and (name == "huggingface_hub" or name.startswith("huggingface_hub."))
+    ]
+    drop = _DropRetryWarnings()
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 # --- splits ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 
 from ._io import atomic_write_text, prepare_out_dir
 from ._recipe import resolve_recipe
+from .configs import number
 from .errors import ConfigError
 
 # The recipes shipped with the package (ticket_zoo/recipes in a wheel, the repo's recipes/ otherwise),
@@ -167,9 +168,10 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (re-running resumes)")
     p.add_argument("--find-recipe", default=DEFAULT_FIND_RECIPE)
     p.add_argument("--transfer-recipe", default=DEFAULT_TRANSFER_RECIPE)
-    p.add_argument("--levels", type=int, default=5, help="how many pruning levels to transfer")
-    p.add_argument("--target-density", type=float, default=DEMO_TARGET_DENSITY,
+    p.add_argument("--levels", type=number(int, low=1), default=5, help="how many pruning levels to transfer")
+    p.add_argument("--target-density", type=number(float, low=0, high=1, low_open=True, high_open=True),
+                   default=DEMO_TARGET_DENSITY,
                    help="where find stops (fraction of weights remaining; default %(default)s)")
     p.add_argument("--from-catalogue", action="store_true", help="skip find; use the embedded catalogue family")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or log lines")
     p.set_defaults(func=_cli)

@@ -38,19 +38,21 @@ import argparse
 import os
 import platform
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import _dist
 from . import find_folder as folder
-from .config import Config, _is_int, apply_overrides, parse_set, setting
-from .errors import CheckpointError, ConfigError, UnknownArchitectureError, did_you_mean
-from .find_levels import MAX_LEVELS, Schedule, density_schedule, layer_fractions, parse_rewind, rewind_step
-from .train import TrainConfig
+from . import progress as _progress
+from .config import apply_overrides, parse_set
+from .configs import DEFAULT_FIND_TRAIN, FindConfig, TrainConfig, find_arguments
+from .errors import CheckpointError, ConfigError
+from .find_levels import Schedule, density_schedule, layer_fractions, rewind_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Splits
@@ -64,164 +66,7 @@ _FRACTION = {"low": 0, "low_open": True, "high": 1, "high_open": True}  # a frac
 # --- config ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class FindConfig(Config):
-    """Everything that decides an IMP run; ``train`` is how every level trains.
-
-    ``seed`` seeds both the network's initialization and the training data order: ``train.seed``
-    follows it (a recipe sets only ``seed``; ``to_dict`` leaves ``train.seed`` out). ``levels=N``
-    makes levels ``0..N`` (level 0 is the dense network); ``target_density`` stops at the first
-    level whose density is ``<= target`` (with both, whichever comes first). Neither is part of the
-    run's fingerprint, so a finished run can be extended. ``rewind`` is an iteration count or
-    ``"<x>ep"`` epochs.
-
-    Example:
-        >>> cfg = FindConfig(arch="lenet_300_100", dataset="digits", levels=3,
-        ...                  train=TrainConfig(optimizer="adam", lr=1.2e-3, iterations=200, batch_size=60))
-        >>> cfg.validate()
-        >>> FindConfig.from_dict({**cfg.to_dict(), "seed": 7}).train.seed
-        7
-        >>> FindConfig.from_dict({"arch": "conv4", "dataset": "digits", "train": {"iterations": 5},
-        ...                       "levels": 1, "prune_fracton": 0.2})  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ticket_zoo.errors.ConfigError: unknown find config field 'prune_fracton' (did you mean 'prune_fraction'?); ...
-    """
-
-    section: ClassVar[str] = "find config"
-    # Run folders and recipes written before the rename still load (and resume).
-    renamed: ClassVar[dict[str, str]] = {"overrides": "layer_prune_fractions"}
-
-    arch: str = setting(help="timm architecture name, e.g. lenet_300_100, conv4, resnet50")
-    dataset: str = setting(help="dataset name (digits, cifar10, ...) or imagefolder:/parquet: path")
-    train: TrainConfig = setting(help="how every level trains (train.seed follows seed)")
-    arch_kwargs: dict[str, Any] = setting(
-        default_factory=dict, help="extra constructor arguments of the architecture (an allow-list)"
-    )
-    input_size: tuple[int, int, int] | None = setting(
-        None, help="[C, H, W] the images are resized to (default: the dataset's)", low=1
-    )
-    rewind: int | str = setting(0, help="rewind point: iterations (e.g. 500) or epochs ('2ep'); 0 is θ0")
-    scope: str = setting("global", help="rank weights across all layers or within each", choices=SCOPES)
-    prune_fraction: float = setting(0.2, help="fraction of the surviving weights pruned per level", **_FRACTION)
-    head_prune_fraction: float | None = setting(
-        None, help="prune the classifier head too, at this rate per level (default: never)", **_FRACTION
-    )
-    layer_prune_fractions: dict[str, float] = setting(
-        default_factory=dict, help="per-layer prune fractions {layer name or glob: fraction in [0, 1)}"
-    )
-    include: list[str] | None = setting(None, help="prune only parameters matching these glob patterns")
-    exclude: list[str] | None = setting(None, help="never prune parameters matching these glob patterns")
-    levels: int | None = setting(
-        None,
-        help="number of pruning levels (level 0 is the dense network)",
-        low=0,
-        high=MAX_LEVELS,
-        fingerprint=False,
-        flag="--levels",
-        metavar="N",
-    )
-    target_density: float | None = setting(
-        None,
-        help="stop at the first level with density <= this",
-        fingerprint=False,
-        flag="--target-density",
-        metavar="DENSITY",
-        **_FRACTION,
-    )
-    one_shot: bool = setting(False, help="every level prunes the dense network's trained weights")
-    seed: int = setting(
-        0,
-        help="seed of the initialization and the data order",
-        low=0,
-        high=2**32,
-        high_open=True,
-        flag="--seed",
-        metavar="N",
-    )
-    name_prefix: str | None = setting(None, help="ticket name prefix (default: ARCH-DATASET)")
-
-    # -- construction: train.seed follows seed --
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> FindConfig:
-        """:meth:`Config.from_dict`, with ``train.seed`` set from ``seed`` unless the recipe sets it
-        (then :meth:`validate` refuses a different value), and ``null`` for a mapping field meaning empty."""
-        if not isinstance(d, Mapping):
-            return super().from_dict(d)  # refuses it in one line
-        data = apply_overrides(d, overrides, cls) if overrides else dict(d)
-        for key in ("arch_kwargs", "layer_prune_fractions"):
-            if key in data and data[key] is None:
-                del data[key]
-        seed, train = data.get("seed", 0), data.get("train")
-        if isinstance(train, Mapping) and "seed" not in train:
-            # A bad seed is reported by validate() as the top-level field, not as train.seed.
-            data["train"] = {**train, "seed": seed if _is_int(seed) and 0 <= seed < 2**32 else 0}
-        return super().from_dict(data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """:meth:`Config.to_dict` without ``train.seed`` (it follows ``seed``)."""
-        d = super().to_dict()
-        if isinstance(d.get("train"), dict):
-            d["train"].pop("seed", None)
-        return d
-
-    def fingerprint_dict(self) -> dict[str, Any]:
-        """Without ``train.seed``, so a changed seed is named once (as ``seed``)."""
-        d = super().fingerprint_dict()
-        if isinstance(d.get("train"), dict):
-            d["train"].pop("seed", None)
-        return d
-
-    def effective_train(self) -> TrainConfig:
-        """The training config each level uses: the recipe's, with ``seed`` set to :attr:`seed`."""
-        return self.train.replace(seed=self.seed)
-
-    # -- cross-field rules --
-
-    def check(self) -> None:
-        """The rules that relate fields or need a registry (declarations are checked before).
-
-        Checks that need the data size, such as an epoch rewind past an iteration budget, run in
-        :func:`find_tickets` before training starts.
-
-        Example:
-            >>> FindConfig(arch="lenet_300_100", dataset="digits", levels=2,
-            ...            train=TrainConfig(iterations=10), rewind=20).validate()
-            Traceback (most recent call last):
-            ...
-            ticket_zoo.errors.ConfigError: rewind (20 iterations) is beyond the training budget (10 iterations)
-            >>> FindConfig(arch="lenet_300_100", dataset="digits", train=TrainConfig(iterations=10)).validate()
-            Traceback (most recent call last):
-            ...
-            ticket_zoo.errors.ConfigError: give a stop rule: levels (number of pruning levels) or target_density
-        """
-        from .data import get_spec
-        from .ticket import check_arch_kwargs
-
-        try:
-            get_spec(self.dataset)
-        except ConfigError as exc:
-            raise type(exc)(f"dataset: {exc}") from None
-        _check_arch(self.arch)
-        check_arch_kwargs(self.arch_kwargs)  # before any data is downloaded (create_model checks it again)
-        if self.train.seed != self.seed:
-            raise ConfigError(
-                f"train.seed ({self.train.seed!r}) differs from seed ({self.seed!r}): set only the top-level "
-                "seed; it seeds both the initialization and the data order"
-            )
-        for pattern, value in self.layer_prune_fractions.items():
-            if not 0 <= value < 1:
-                raise ConfigError(
-                    f"layer_prune_fractions[{pattern!r}] must be a fraction in [0, 1) (pruned per level), "
-                    f"got {value!r}"
-                )
-        if self.levels is None and self.target_density is None:
-            raise ConfigError("give a stop rule: levels (number of pruning levels) or target_density")
-        unit, value = parse_rewind(self.rewind)
-        budget = self.train.iterations if unit == "iterations" else self.train.epochs
-        if budget is not None and value > budget:
-            raise ConfigError(f"rewind ({value} {unit}) is beyond the training budget ({budget} {unit})")
+# FindConfig is declared in configs.py (torch-free, so the CLI builds --help without torch).
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -281,8 +126,6 @@ def find_tickets(
         ticket_zoo.errors.ConfigError: ... holds a run with a different config (seed: 0 -> 1) ...
         >>> shutil.rmtree(out)
     """
-    from tqdm.auto import tqdm
-
     from .data import load_splits
     from .masks import prunable_names
     from .models import classifier_param_names
@@ -353,11 +196,13 @@ def find_tickets(
         progress=progress,
     )
     rows: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=last_level + 1, desc="IMP levels", disable=not progress or not dist.main, dynamic_ncols=True
-    )
+    # A bar on a terminal; in a log file one line per level and a summary (progress.py).
+    show = bool(progress) and dist.main
+    bar = _progress.bar(total=last_level + 1, desc="IMP levels", enabled=show)
+    started = time.perf_counter()
     try:
         for level in range(last_level + 1):
+            level_started = time.perf_counter()
             if level in done:
                 # Checks that the level's ticket is the one it recorded; every rank gets rank 0's row.
                 row = _dist.on_main(folder.done_row, out, level)
@@ -377,8 +222,21 @@ def find_tickets(
             bar.update(1)
             test = "-" if row.get("test_acc") is None else f"{row['test_acc']:.2f}"
             bar.set_postfix(density=f"{row['density']:.4f}", test=test)
+            took = "done before" if level in done else _progress.seconds(time.perf_counter() - level_started)
+            _progress.line(
+                f"find level {level}/{last_level}: density {row['density']:.3f} "
+                f"val {_progress.percent(row.get('val_acc'))} test {_progress.percent(row.get('test_acc'))} ({took})",
+                enabled=show,
+            )
     finally:
         bar.close()
+    before = sum(level in done for level in range(last_level + 1))
+    resumed = f", {before} done before" if before else ""
+    _progress.line(
+        f"find done: levels 0-{last_level}{resumed} in {_progress.seconds(time.perf_counter() - started)}; "
+        f"density {rows[0]['density']:.3f} -> {rows[-1]['density']:.3f}; summary in {out / folder.SUMMARY_FILE}",
+        enabled=show,
+    )
     # Stored rows name their level folder relative to OUT (a copied run stays valid); the caller gets
     # paths it can use as they are: OUT/level_XX.
     return [{**row, "path": str(out / row["path"])} for row in rows]
@@ -495,16 +353,6 @@ def _run_level(
 # --- arch ------------------------------------------------------------------------------------------
 
 
-def _check_arch(arch: str) -> None:
-    import timm
-
-    from . import models  # noqa: F401  (registers the paper architectures)
-
-    if not timm.is_model(arch):
-        hint = did_you_mean(arch, timm.list_models(), n=3) or "; see timm.list_models()"
-        raise UnknownArchitectureError(f"arch: unknown architecture {arch!r}{hint}")
-
-
 def _create(arch: str, arch_kwargs: Mapping[str, Any], device: str | None = None):
     from .ticket import create_model
 
@@ -580,8 +428,15 @@ def _pct(density: float) -> str:
 def _cli(args: argparse.Namespace) -> int:
     # --set first, then the flags (a flag is the more specific of the two).
     overrides = {**parse_set(args.set or []), **FindConfig.flag_overrides(args)}
-    config = FindConfig.from_yaml(args.config, overrides)
-    rows = find_tickets(config, args.out, progress=not args.quiet)
+    if args.config is None:
+        # No recipe: --arch, --dataset and a stop rule on the command line, the documented training.
+        missing = [flag for flag, key in (("--arch", "arch"), ("--dataset", "dataset")) if key not in overrides]
+        if missing:
+            raise ConfigError(f"without --config, give {' and '.join(missing)} (and --levels or --target-density)")
+        config = FindConfig.from_dict({"train": dict(DEFAULT_FIND_TRAIN)}, overrides)
+    else:
+        config = FindConfig.from_yaml(args.config, overrides)
+    rows = find_tickets(config, args.out, progress=not args.no_progress)
     if not _dist.is_main():
         return 0
     print(f"{'level':>5}  {'density':>8}  {'val %':>6}  {'test %':>6}  path")
@@ -594,9 +449,10 @@ def _cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     """Add ``ticket-zoo find`` to an argparse subparsers object.
 
-    Besides ``--config``, ``--out``, ``--set`` and ``--quiet``, its flags are those the
-    :class:`FindConfig` schema declares (``--levels``, ``--target-density``, ``--seed``, and the
-    training config's ``--lr``, ``--iterations``, ``--epochs``, ``--batch-size``).
+    The options are declared in :func:`ticket_zoo.configs.find_arguments` (torch-free, for a quick
+    ``--help``): ``--config``, ``--out``, ``--set``, ``--no-progress`` and the flags the
+    :class:`FindConfig` schema declares (``--arch``, ``--dataset``, ``--levels``, ``--target-density``,
+    ``--seed``, and the training config's ``--lr``, ``--iterations``, ``--epochs``, ``--batch-size``).
 
     Example:
         >>> import argparse
@@ -607,24 +463,4 @@ def register_cli(subparsers: Any) -> None:
         >>> a.config, a.out, a.set, FindConfig.flag_overrides(a)
         ('r.yaml', 'o', ['train.lr=0.01'], {'train.iterations': 50, 'levels': 2})
     """
-    p = subparsers.add_parser(
-        "find",
-        help="find tickets with iterative magnitude pruning + rewinding (one ticket per level)",
-        description=(
-            "Run IMP with rewinding from a YAML recipe; writes OUT/level_XX/ tickets, OUT/summary.json "
-            "and OUT/config.yaml. Re-run the same command to resume after an interruption. The flags "
-            "--lr ... --seed override the recipe's fields, as --set does."
-        ),
-    )
-    p.add_argument("--config", required=True, metavar="RECIPE.yaml",
-                   help="find recipe: a YAML file or a shipped recipe's name (e.g. lenet_300_100-digits04)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it exists)")
-    FindConfig.add_flags(p)  # --levels, --target-density, --seed, --lr, --iterations, ... (override the recipe)
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override any recipe field, e.g. train.lr=0.01 (repeatable)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli)
+    find_arguments(subparsers).set_defaults(func=_cli)

@@ -23,51 +23,20 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .config import _is_int
+from .configs import MAX_LEVELS, parse_rewind  # declared with the recipe fields they check
 from .errors import ConfigError
 
 __all__ = ["MAX_LEVELS", "Schedule", "density_schedule", "layer_fractions", "parse_rewind", "rewind_step"]
 
-MAX_LEVELS = 500  # a target density that needs more levels than this is a mistake, not a plan
-_REWIND_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ep|epochs?|it|iters?|iterations?)?\s*$")
 
 
 # --- the rewind point ------------------------------------------------------------------------------
-
-
-def parse_rewind(rewind: Any) -> tuple[str, float | int]:
-    """``("iterations", k)`` or ``("epochs", x)`` from a rewind spec such as ``500``, ``"2ep"``.
-
-    Example:
-        >>> parse_rewind("2ep"), parse_rewind(500), parse_rewind("0.5ep")
-        (('epochs', 2.0), ('iterations', 500), ('epochs', 0.5))
-        >>> parse_rewind("soon")
-        Traceback (most recent call last):
-        ...
-        ticket_zoo.errors.ConfigError: rewind must be an iteration count (e.g. 500) or epochs such as '1ep' or '0.5ep', got 'soon'
-    """
-    if _is_int(rewind):
-        if rewind < 0:
-            raise ConfigError(f"rewind must be >= 0 (iterations) or like '2ep' (epochs), got {rewind!r}")
-        return "iterations", int(rewind)
-    if isinstance(rewind, str):
-        m = _REWIND_RE.match(rewind)
-        if m is not None:
-            number, unit = m.group(1), m.group(2) or "it"
-            if unit.startswith("ep"):
-                return "epochs", float(number)
-            if "." not in number:
-                return "iterations", int(number)
-    raise ConfigError(
-        f"rewind must be an iteration count (e.g. 500) or epochs such as '1ep' or '0.5ep', got {rewind!r}"
-    )
 
 
 def rewind_step(rewind: Any, steps_per_epoch: int, budget: int) -> int:

@@ -788,20 +788,17 @@ def _pull_hub(
 # --- upload ----------------------------------------------------------------------------------------
 
 
-def _stage(ticket_or_dir: Any, repo_id: str, tmp: Path) -> dict[str, Path]:
-    """The files to upload: {path in repo: local path}. A Ticket is written into ``tmp`` first."""
-    # cards, format and ticket import torch: only on first use (keeps hub light)
-    from .cards import render_card
+def _stage(ticket_or_dir: Any, tmp: Path) -> tuple[dict[str, Path], Any]:
+    """The files to upload but the card ({path in repo: local path}) and the ticket; a Ticket is written
+    into ``tmp`` first. Nothing is sent: a missing ticket fails before any Hub call."""
+    # format and ticket import torch: only on first use (keeps hub light)
     from .format import read_ticket, write_ticket
     from .ticket import Ticket
 
     if isinstance(ticket_or_dir, Ticket):
+        ticket = ticket_or_dir
         directory = tmp / "ticket"
-        write_ticket(ticket_or_dir, directory / TICKET_FILE)
-        # the card of a pushed Ticket tells readers how to load it from this repo
-        (directory / CARD_FILE).write_text(
-            str(render_card(ticket_or_dir, name=ticket_or_dir.name, repo_id=repo_id)), encoding="utf-8"
-        )
+        write_ticket(ticket, directory / TICKET_FILE)
     else:
         directory = Path(ticket_or_dir)
         if directory.is_file() and directory.name == TICKET_FILE:
@@ -810,14 +807,10 @@ def _stage(ticket_or_dir: Any, repo_id: str, tmp: Path) -> dict[str, Path]:
             raise TicketNotFoundError(
                 f"{directory} has no {TICKET_FILE}; pass a ticket directory (e.g. runs/NAME/level_05) or a Ticket"
             )
+        ticket = read_ticket(directory / TICKET_FILE)
     files = {TICKET_FILE: directory / TICKET_FILE}
     if (directory / CARD_FILE).is_file():
-        files[CARD_FILE] = directory / CARD_FILE
-    else:
-        ticket = read_ticket(directory / TICKET_FILE)
-        card = tmp / CARD_FILE
-        card.write_text(str(render_card(ticket, name=ticket.name, repo_id=repo_id)), encoding="utf-8")
-        files[CARD_FILE] = card
+        files[CARD_FILE] = directory / CARD_FILE  # rewritten by _stage_card to name the Hub repo
     # A find run keeps its recipe and summary one level up from level_XX/.
     search = [directory]
     if directory.name.startswith("level_"):
@@ -827,7 +820,31 @@ def _stage(ticket_or_dir: Any, repo_id: str, tmp: Path) -> dict[str, Path]:
             if (folder / name).is_file():
                 files[name] = folder / name
                 break
-    return files
+    return files, ticket
+
+
+def _stage_card(files: dict[str, Path], ticket: Any, repo_id: str, revision: str, tmp: Path) -> None:
+    """Put the card the repo gets into ``files``: its load line is ``hf-hub:REPO_ID@REVISION``.
+
+    A directory's own README.md keeps its text, with its load lines (which name the folder it was
+    saved in) and the Hub's YAML keys rewritten (:func:`ticket_zoo.cards.retarget_card`); without one
+    the card is rendered. ``revision`` is the tag when one is given, else the branch: the commit sha
+    is only known once the commit (which holds the card) is made.
+    """
+    from .cards import render_card, retarget_card  # cards imports torch: only on first use (keeps hub light)
+
+    local = files.get(CARD_FILE)
+    try:
+        own = local.read_text(encoding="utf-8") if local is not None else None
+    except UnicodeDecodeError:  # not text the Hub can show: the rendered card replaces it
+        own = None
+    if own is not None:
+        text = retarget_card(own, ticket, repo_id=repo_id, revision=revision)
+    else:
+        text = str(render_card(ticket, name=ticket.name, repo_id=repo_id, revision=revision))
+    card = tmp / CARD_FILE
+    card.write_text(text, encoding="utf-8")
+    files[CARD_FILE] = card
 
 
 def push(
@@ -844,9 +861,11 @@ def push(
 ) -> str:
     """Upload a ticket (a :class:`~ticket_zoo.Ticket` or a ticket directory) to a Hub repo; return the commit sha.
 
-    Uploads ``ticket.safetensors``, ``README.md`` (the model card; rendered when the directory has none)
-    and, when present, the recipe (``config.yaml``/``recipe.yaml``) and results (``summary.json``/
-    ``results.json``/``done.json``). The repo is created if needed; ``revision`` names the branch (created
+    Uploads ``ticket.safetensors``, ``README.md`` (the model card: the directory's own with its load
+    lines rewritten, else rendered; it names ``hf-hub:REPO@TAG`` when ``tag`` is given, else
+    ``hf-hub:REPO@BRANCH``, since the card is part of the commit whose sha it cannot know) and, when
+    present, the recipe (``config.yaml``/``recipe.yaml``) and results (``summary.json``/``results.json``/
+    ``done.json``). The repo is created if needed; ``revision`` names the branch (created
     from main if new). Pushing unchanged files makes no commit and returns the current head. ``tag``
     also tags the commit (pin it in a catalogue with the returned sha or the tag).
 
@@ -882,8 +901,8 @@ def push(
     hub_timeout(timeout)  # a bad limit fails before anything is staged or sent
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="ticket_zoo_push_") as tmp:
-        files = _stage(ticket_or_dir, repo_id, Path(tmp))
-        message = commit_message or f"Upload ticket ({', '.join(sorted(files))}) with ticket-zoo"
+        files, ticket = _stage(ticket_or_dir, Path(tmp))
+        message = commit_message or f"Upload ticket ({', '.join(sorted({*files, CARD_FILE}))}) with ticket-zoo"
         with _hub_errors(repo_id, branch, endpoint=endpoint, writing=True):
             url = _attempts(
                 f"creating {repo_id} on the Hub",
@@ -895,6 +914,8 @@ def push(
                 exist_ok=True,
             )
             repo_id = url.repo_id  # "name" without an org becomes the token owner's
+            # the card names the resolved repo and the tag (a pin) or the branch (the sha comes with the commit)
+            _stage_card(files, ticket, repo_id, tag or branch, Path(tmp))
             if branch != "main":
                 _attempts(
                     f"creating branch {branch} of {repo_id}",

@@ -41,8 +41,8 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image as PILImage
-from tqdm.auto import tqdm
 
+from . import progress
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -203,7 +203,8 @@ def materialize(ds: datasets.Dataset, spec: DatasetSpec, size, label_map, what: 
     labels = torch.empty(n, dtype=torch.long)
     pos = 0
     batches = ds.select_columns([spec.image_column, spec.label_column]).iter(batch_size=1024)
-    with tqdm(total=n, desc=f"decode {spec.name} {what}", unit="img", disable=n < 20_000, leave=False) as bar:
+    # A bar for large splits, on a terminal only (progress.py); small ones decode in a blink.
+    with progress.bar(total=n, desc=f"decode {spec.name} {what}", unit="img", enabled=n >= 20_000, leave=False) as bar:
         for b in batches:
             for im, lb in zip(b[spec.image_column], b[spec.label_column], strict=True):
                 images[pos] = to_uint8(im, size)

@@ -15,7 +15,9 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -303,28 +305,65 @@ def layer_densities(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {n: float(int(torch.count_nonzero(m)) / m.numel()) if m.numel() else 1.0 for n, m in masks.items()}
 
 
-def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict:
-    """Jaccard overlap |a∧b| / |a∨b| per layer and overall between two masks of the same layers.
+def mask_overlap(
+    a: Mapping[str, torch.Tensor] | Any, b: Mapping[str, torch.Tensor] | Any, *, strict: bool = False
+) -> dict:
+    """Jaccard overlap |a∧b| / |a∨b| per layer and overall, over the layers the two masks share.
+
+    ``a`` and ``b`` are masks or tickets (anything with a ``masks`` attribute). A layer is shared
+    when both have it under the same name with the same shape. The others are skipped, e.g. the
+    heads of a 10-class and a 5-class ticket of one architecture, or a layer only one of them
+    masks: the result then also holds ``"skipped": {name: reason}`` (the key is absent when nothing
+    was skipped) and a ``UserWarning`` names them. ``strict=True`` raises :class:`ConfigError`
+    instead of skipping; so does having no layer in common.
+
+    Returns:
+        ``{"layers": {name: overlap}, "overall": overlap}``, plus ``"skipped"`` as above. An empty
+        union (both keep nothing) counts as overlap 1.0.
 
     Example:
         >>> a = {"w": torch.tensor([True, True, False, False])}
         >>> b = {"w": torch.tensor([True, False, True, False])}
         >>> mask_overlap(a, b)
         {'layers': {'w': 0.3333333333333333}, 'overall': 0.3333333333333333}
+        >>> import warnings
+        >>> with warnings.catch_warnings():  # a 3-class head vs a 2-class head: compared without it
+        ...     warnings.simplefilter("ignore")
+        ...     out = mask_overlap({**a, "head": torch.ones(3, 4, dtype=torch.bool)},
+        ...                        {**b, "head": torch.ones(2, 4, dtype=torch.bool)})
+        >>> out
+        {'layers': {'w': 0.3333333333333333}, 'overall': 0.3333333333333333, 'skipped': {'head': 'shape (3, 4) vs (2, 4)'}}
     """
-    if set(a) != set(b):
-        raise ConfigError(
-            f"masks cover different layers: only in first {sorted(set(a) - set(b))[:3]}, "
-            f"only in second {sorted(set(b) - set(a))[:3]}"
-        )
+    a, b = getattr(a, "masks", a), getattr(b, "masks", b)
+    skipped: dict[str, str] = {}
+    for name in a:
+        if name not in b:
+            skipped[name] = "only in the first"
+        elif tuple(a[name].shape) != tuple(b[name].shape):
+            skipped[name] = f"shape {tuple(a[name].shape)} vs {tuple(b[name].shape)}"
+    skipped.update({name: "only in the second" for name in b if name not in a})
+    shared = [name for name in a if name not in skipped]
+    if skipped and (strict or not shared):
+        what = "no layer in common" if not shared else "masks cover different layers"
+        listed = ", ".join(f"{n} ({why})" for n, why in list(skipped.items())[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise ConfigError(f"{what}: {listed}{more}")
     layers = {}
     inter_total = union_total = 0
-    for name in a:
-        if a[name].shape != b[name].shape:
-            raise ConfigError(f"mask {name!r} has shape {tuple(a[name].shape)} vs {tuple(b[name].shape)}")
-        inter = int((a[name] & b[name]).sum())
-        union = int((a[name] | b[name]).sum())
+    for name in shared:
+        # count_nonzero: no int64 upcast of the whole bool tensor (as in overall_density)
+        inter = int(torch.count_nonzero(a[name] & b[name]))
+        union = int(torch.count_nonzero(a[name] | b[name]))
         layers[name] = inter / union if union else 1.0
         inter_total += inter
         union_total += union
-    return {"layers": layers, "overall": inter_total / union_total if union_total else 1.0}
+    out: dict[str, Any] = {"layers": layers, "overall": inter_total / union_total if union_total else 1.0}
+    if skipped:
+        listed = ", ".join(f"{n} ({why})" for n, why in skipped.items())
+        warnings.warn(
+            f"mask_overlap compared {len(shared)} shared layers and skipped {listed}",
+            UserWarning,
+            stacklevel=2,
+        )
+        out["skipped"] = skipped
+    return out

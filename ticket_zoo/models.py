@@ -2,10 +2,12 @@
 
 Importing this module registers the networks of Frankle & Carbin (2019) and of the lottery-ticket
 follow-ups (LeNet-300-100, Conv-2/4/6, CIFAR VGG-11/16/19, CIFAR ResNet-20/56) with
-:func:`timm.models.register_model`, so they are built like any timm model::
+:func:`timm.models.register_model`, so they are built like any timm model. ``import ticket_zoo``
+is enough: it imports this module as soon as timm is imported (or at once if timm already is),
+without loading torch itself::
 
-    >>> import timm
-    >>> import ticket_zoo.models  # registers the names below
+    >>> import ticket_zoo
+    >>> import timm  # the paper networks are registered from here on
     >>> model = timm.create_model("conv4", num_classes=10, in_chans=1, img_size=8)
     >>> model.pretrained_cfg["classifier"]
     'head'

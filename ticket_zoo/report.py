@@ -793,7 +793,8 @@ def _cli(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: Any) -> None:
-    """Add ``ticket-zoo report OUT`` to an argparse subparsers object.
+    """Add ``ticket-zoo report OUT`` to an argparse subparsers object (options declared in
+    :func:`ticket_zoo.configs.report_arguments`, which loads neither numpy nor scipy).
 
     Example::
 
@@ -804,26 +805,6 @@ def register_cli(subparsers: Any) -> None:
         >>> args.out_dir, args.quiet
         ('runs/demo', True)
     """
-    p = subparsers.add_parser(
-        "report",
-        help="summarise a transfer run: table, report.csv/json/png",
-        description="Aggregate OUT/results.jsonl into a markdown table, report.csv, report.json and report.png.",
-    )
-    p.add_argument("out_dir", metavar="OUT", help="folder holding results.jsonl (the transfer run's OUT)")
-    p.add_argument(
-        "--results-name", default="results.jsonl", help="results file inside OUT (default: %(default)s)"
-    )
-    p.add_argument(
-        "--tolerance",
-        type=float,
-        default=1.0,
-        help="accuracy points within dense that count as matching (default: %(default)s)",
-    )
-    p.add_argument(
-        "--split-differing",
-        action="store_true",
-        help="report rows whose train config, data split or versions differ as separate groups "
-        "instead of refusing to pool them",
-    )
-    p.add_argument("--quiet", action="store_true", help="do not print the markdown table")
-    p.set_defaults(func=_cli)
+    from .configs import report_arguments
+
+    report_arguments(subparsers).set_defaults(func=_cli)

@@ -209,6 +209,142 @@ def create_model(
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 
+# --- what a model says about itself ----------------------------------------------------------------
+
+
+def _model_cfg(model: nn.Module) -> dict[str, Any]:
+    """``model.pretrained_cfg`` (or ``default_cfg``) as a dict; {} when the model has none."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    if not isinstance(cfg, Mapping):
+        cfg = cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else {}
+    return dict(cfg)
+
+
+def _size_kwarg(size: Any) -> int | list[int] | None:
+    """``img_size`` as a ticket records it: an int for a square input, else ``[h, w]``."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]) if size[0] == size[1] else [int(size[0]), int(size[1])]
+    return None
+
+
+def _instance_kwargs(model: nn.Module, arch: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments a timm model shows: ``num_classes``, ``in_chans``, ``img_size``."""
+    from .models import PAPER_ARCHS
+
+    kwargs: dict[str, Any] = {}
+    for key in ("num_classes", "in_chans"):
+        value = getattr(model, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            kwargs[key] = value
+    if arch in PAPER_ARCHS:  # their cfg describes the instance (models._create), input size included
+        size = _size_kwarg(tuple(cfg.get("input_size", ()))[1:])
+    else:  # timm's ViT-like families keep the size they were built for on their patch embedding
+        size = _size_kwarg(getattr(getattr(model, "patch_embed", None), "img_size", None))
+    if size is not None:
+        kwargs["img_size"] = size
+    return kwargs
+
+
+def _torch_pruned(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """``{parameter name: (module, tensor name)}`` of the tensors pruned with ``torch.nn.utils.prune``."""
+    from torch.nn.utils import prune
+
+    found = {}
+    for module_name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):  # PruningContainer included
+                found[f"{module_name}.{hook._tensor_name}" if module_name else hook._tensor_name] = (
+                    module,
+                    hook._tensor_name,
+                )
+    return found
+
+
+def _plain_state(state: Mapping[str, torch.Tensor], pruned: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A state dict in the plain names: ``<name>_orig`` becomes ``<name>``, ``<name>_mask`` goes."""
+    out = {}
+    for key, value in state.items():
+        base, _, suffix = key.rpartition("_")
+        if base in pruned and suffix == "mask":
+            continue
+        out[base if base in pruned and suffix == "orig" else key] = value
+    return out
+
+
+def infer_arch(
+    model: nn.Module,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The timm architecture and constructor arguments that rebuild ``model``, from what it says.
+
+    ``arch`` comes from ``model.pretrained_cfg["architecture"]`` (timm sets it on every model it
+    creates, the paper networks included), ``num_classes`` and ``in_chans`` from the model's
+    attributes, ``img_size`` from the paper networks' cfg or a ViT-like ``patch_embed.img_size``.
+    Whatever is passed is used as given (a missing ``num_classes`` is still filled in). Inferred
+    arguments are checked: the architecture is built on the meta device with them and must have
+    exactly the model's parameter and buffer shapes; otherwise, or when the model does not say,
+    one :class:`ConfigError` names what to pass. The allow-list (:func:`check_arch_kwargs`) applies.
+
+    Example:
+        >>> import timm
+        >>> import ticket_zoo  # the paper networks are in timm's registry from here on
+        >>> infer_arch(timm.create_model("lenet_300_100", num_classes=5, in_chans=1, img_size=8))
+        ('lenet_300_100', {'num_classes': 5, 'in_chans': 1, 'img_size': 8})
+        >>> infer_arch(torch.nn.Linear(4, 2))
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: cannot tell which timm architecture this Linear is (it has no pretrained_cfg['architecture']): pass arch= and arch_kwargs=, e.g. arch='resnet18', arch_kwargs={'num_classes': 10}
+    """
+    what = type(model).__name__
+    cfg = _model_cfg(model)
+    guessed = arch is None or arch_kwargs is None
+    if arch is None:
+        arch = cfg.get("architecture")
+        if not isinstance(arch, str) or not arch:
+            raise ConfigError(
+                f"cannot tell which timm architecture this {what} is (it has no "
+                "pretrained_cfg['architecture']): pass arch= and arch_kwargs=, e.g. arch='resnet18', "
+                "arch_kwargs={'num_classes': 10}"
+            )
+    check_arch(arch)
+    seen = _instance_kwargs(model, arch, cfg)
+    kwargs = dict(arch_kwargs) if arch_kwargs is not None else seen
+    if "num_classes" not in kwargs:
+        if "num_classes" not in seen:
+            raise ConfigError(
+                f"cannot tell how many classes this {what} has (no model.num_classes): pass "
+                "arch_kwargs={'num_classes': ...}"
+            )
+        kwargs["num_classes"] = seen["num_classes"]
+    kwargs = check_arch_kwargs(kwargs)
+    if guessed:  # a guess must rebuild this very model; given arguments are the caller's word
+        _check_rebuilds(model, arch, kwargs)
+    return arch, kwargs
+
+
+def _check_rebuilds(model: nn.Module, arch: str, kwargs: dict[str, Any]) -> None:
+    """Raise ConfigError unless ``arch(**kwargs)`` has exactly ``model``'s tensor names and shapes."""
+    have = {k: tuple(v.shape) for k, v in _plain_state(model.state_dict(), _torch_pruned(model)).items()}
+    with torch.random.fork_rng(devices=[]):
+        built = {k: tuple(v.shape) for k, v in create_model(arch, kwargs, device="meta").state_dict().items()}
+    if have == built:
+        return
+    diff = sorted(set(have) ^ set(built)) or sorted(k for k in have if have[k] != built[k])
+    name = diff[0]
+    detail = (
+        f"{name!r} has shape {have[name]} here, {built[name]} there"
+        if name in have and name in built
+        else f"{name!r} is {'only in the model' if name in have else 'missing from the model'}"
+    )
+    raise ConfigError(
+        f"this {type(model).__name__} is not {arch!r} built with {shorten(kwargs)} ({detail}): pass "
+        "arch_kwargs= with the constructor arguments it was made with (e.g. depth, embed_dim)"
+    )
+
+
 @dataclass(eq=False)  # tensors have no truth value: compare tickets field by field, not with ==
 class Ticket:
     """A lottery ticket: ``f(x; m ⊙ θk)`` for a timm architecture.
@@ -284,28 +420,81 @@ class Ticket:
         model: nn.Module,
         masks: Mapping[str, torch.Tensor],
         *,
-        arch: str,
-        arch_kwargs: Mapping[str, Any],
+        arch: str | None = None,
+        arch_kwargs: Mapping[str, Any] | None = None,
         init_state: Mapping[str, torch.Tensor] | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Ticket:
         """Make a ticket from a model (or an explicit rewind ``init_state``) and masks.
 
+        ``arch`` and ``arch_kwargs`` default to what a timm model says about itself
+        (:func:`infer_arch`: its ``pretrained_cfg["architecture"]``, ``num_classes``, ``in_chans``,
+        ``img_size`` where it has one); a model that does not say (a plain ``nn.Module``, a timm
+        model built with other depth/width arguments) gets one error naming what to pass.
+
         Example:
+            >>> import timm
             >>> from ticket_zoo.masks import magnitude_masks, prunable_weights
-            >>> kwargs = {"num_classes": 10, "in_chans": 1, "img_size": 8}
-            >>> model = create_model("lenet_300_100", kwargs)
+            >>> model = timm.create_model("lenet_300_100", num_classes=10, in_chans=1, img_size=8)
             >>> rewind_state = {k: v.clone() for k, v in model.state_dict().items()}  # θk (here step 0)
             >>> # ... train the model, then keep its largest 20% of prunable weights:
             >>> masks = magnitude_masks(prunable_weights(model), density=0.2)
-            >>> Ticket.from_model(model, masks, arch="lenet_300_100", arch_kwargs=kwargs,
-            ...                   init_state=rewind_state, meta={"source": "digits"})
+            >>> ticket = Ticket.from_model(model, masks, init_state=rewind_state, meta={"source": "digits"})
+            >>> ticket
             Ticket(arch='lenet_300_100', density=0.2000, layers=2, num_classes=10, source='digits')
+            >>> ticket.arch_kwargs  # read from the model
+            {'num_classes': 10, 'in_chans': 1, 'img_size': 8}
         """
-        state = init_state if init_state is not None else model.state_dict()
+        arch, kwargs = infer_arch(model, arch, arch_kwargs)
+        pruned = _torch_pruned(model)  # a model under torch.nn.utils.prune: its plain names
+        state = init_state if init_state is not None else _plain_state(model.state_dict(), pruned)
         init = {k: v.detach().to("cpu").clone() for k, v in state.items()}
         masks = {k: v.detach().to("cpu", torch.bool).clone() for k, v in masks.items()}
-        return cls(arch=arch, arch_kwargs=dict(arch_kwargs), masks=masks, init=init, meta=dict(meta or {}))
+        return cls(arch=arch, arch_kwargs=kwargs, masks=masks, init=init, meta=dict(meta or {}))
+
+    @classmethod
+    def from_pruned(
+        cls,
+        model: nn.Module,
+        *,
+        init_state: Mapping[str, torch.Tensor] | None = None,
+        arch: str | None = None,
+        arch_kwargs: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Ticket:
+        """A ticket from a model pruned with ``torch.nn.utils.prune``.
+
+        The masks are the model's ``<name>_mask`` buffers (one per pruned tensor, keyed
+        ``"<module>.<name>"`` like :meth:`from_model`'s; tensors that were not pruned get no mask).
+        The rewind state is the model's current state with each pruned tensor taken from its
+        ``<name>_orig`` (pruned entries zeroed), i.e. the weights as they are *now*; pass
+        ``init_state`` (a state dict in plain or in pruned names) to rewind elsewhere, e.g. to the
+        weights the model had before training. ``arch``/``arch_kwargs`` as in :meth:`from_model`.
+        The model is not changed.
+
+        Example:
+            >>> import timm
+            >>> from torch.nn.utils import prune
+            >>> model = timm.create_model("lenet_300_100", num_classes=10, in_chans=1, img_size=8)
+            >>> for layer in (model.fc1, model.fc2):
+            ...     _ = prune.l1_unstructured(layer, "weight", amount=0.8)
+            >>> Ticket.from_pruned(model)
+            Ticket(arch='lenet_300_100', density=0.2000, layers=2, num_classes=10, source=None)
+        """
+        pruned = _torch_pruned(model)
+        if not pruned:
+            raise ConfigError(
+                f"this {type(model).__name__} has no torch.nn.utils.prune masks (no pruning pre-hook): "
+                "prune it first, or use Ticket.from_model(model, masks)"
+            )
+        masks = {}
+        for name, (module, tensor_name) in pruned.items():
+            mask = getattr(module, f"{tensor_name}_mask").detach()
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise ConfigError(f"{name}_mask holds values other than 0 and 1; a ticket's masks are binary")
+            masks[name] = mask != 0
+        state = _plain_state(init_state if init_state is not None else model.state_dict(), pruned)
+        return cls.from_model(model, masks, arch=arch, arch_kwargs=arch_kwargs, init_state=state, meta=meta)
 
     def with_(self, **changes: Any) -> Ticket:
         """A copy with some fields replaced (masks/init/meta are copied, not shared)."""
@@ -402,3 +591,73 @@ class Ticket:
             for k, v in self.masks.items()
             if k in params and params[k].shape == v.shape and k not in fresh
         }
+
+    def apply_to(self, model: nn.Module, *, style: str = "masks") -> nn.Module:
+        """Load the ticket into an existing model of its architecture; return that model.
+
+        For code that builds its own model (``timm.create_model(ticket.arch, **ticket.arch_kwargs)``
+        or anything equivalent). The rewind weights are loaded (:meth:`masks_for`: a classifier of
+        another shape keeps its own weights and stays dense), then:
+
+        - ``style="masks"`` (default): nothing more; the pruned weights are exactly zero, as with
+          :meth:`build` (keep them so while training with :func:`~ticket_zoo.hold_masks`);
+        - ``style="prune"``: each mask goes on with ``torch.nn.utils.prune.custom_from_mask``, so
+          ``model.fc1.weight_mask`` / ``weight_orig`` exist, the forward pre-hook keeps pruned
+          weights at zero, :meth:`from_pruned` reads the ticket back and ``prune.remove`` works.
+
+        Example:
+            >>> import timm
+            >>> import ticket_zoo as tz
+            >>> from torch.nn.utils import prune
+            >>> ticket = tz.load("lenet_300_100-digits04-5pct")
+            >>> model = ticket.apply_to(timm.create_model(ticket.arch, **ticket.arch_kwargs), style="prune")
+            >>> torch.equal(model.fc1.weight_mask.bool(), ticket.masks["fc1.weight"])
+            True
+            >>> _ = prune.remove(model.fc1, "weight")  # plain code takes over: fc1.weight is a parameter again
+        """
+        from torch.nn.utils import prune
+
+        if style not in ("masks", "prune"):
+            raise ConfigError(f"style must be 'masks' or 'prune', got {shorten(repr(style))}")
+        already = _torch_pruned(model)
+        if already:
+            raise ConfigError(
+                f"the model is already pruned with torch.nn.utils.prune ({', '.join(sorted(already)[:3])}): "
+                "pass a fresh model, or call prune.remove on those tensors first"
+            )
+        state = model.state_dict()
+        missing = [k for k in state if k not in self.init]  # in the model's order: the first layer first
+        if missing:
+            raise ConfigError(
+                f"the model does not fit this {self.arch!r} ticket: it has {missing[0]!r}, the ticket does not; "
+                "build it with ticket.build() or timm.create_model(ticket.arch, **ticket.arch_kwargs)"
+            )
+        masks = self.masks_for(model)
+        fresh = getattr(model, "_ticket_zoo_fresh_head", frozenset())  # build(new_head=True): keep it
+        head = None
+        load = {}
+        for name, value in self.init.items():
+            if name in fresh:
+                continue
+            if name in state and tuple(state[name].shape) == tuple(value.shape):
+                load[name] = value
+                continue
+            if head is None:
+                from .models import classifier_param_names
+
+                head = set(classifier_param_names(model))
+            if name not in head:
+                have = tuple(state[name].shape) if name in state else "absent"
+                raise ConfigError(
+                    f"the model does not fit this {self.arch!r} ticket: {name!r} is {tuple(value.shape)} in the "
+                    f"ticket, {have} in the model; build it with ticket.build() or "
+                    "timm.create_model(ticket.arch, **ticket.arch_kwargs)"
+                )
+            masks.pop(name, None)
+        model.load_state_dict(load, strict=False)  # every entry checked above; a new head keeps its own
+        if style == "prune":
+            for name, mask in masks.items():
+                module_name, _, tensor_name = name.rpartition(".")
+                module = model.get_submodule(module_name)
+                prune.custom_from_mask(module, tensor_name, mask.to(getattr(module, tensor_name).device))
+        return model

@@ -45,17 +45,17 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import _dist
+from . import progress as _progress
 from ._dist import Dist
 from ._io import append_line, atomic_write_text
-from .augment import AUGMENTATIONS, augment_batch
+from .augment import augment_batch
 from .batches import (
     GlobalBatches,
     batch_indexable,
@@ -69,10 +69,11 @@ from .batches import (
     stream_batches,
 )
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, Trainables, TrainState, run_fingerprint, snapshot
-from .config import Config, _is_int, setting
+from .config import _is_int
+from .configs import TrainConfig  # declared there (torch-free); re-exported here
 from .errors import ConfigError
 from .masked import apply_masks_, hold_masks
-from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler
 
 __all__ = ["TrainConfig", "TrainResult", "build_optimizer", "build_scheduler", "evaluate", "train"]
 
@@ -80,101 +81,7 @@ __all__ = ["TrainConfig", "TrainResult", "build_optimizer", "build_scheduler", "
 # --- config ----------------------------------------------------------------------------------------
 
 
-def _optimizer_names() -> tuple[str, ...]:
-    return OPTIMIZERS.names()
-
-
-def _schedule_names() -> tuple[str, ...]:
-    return SCHEDULES.names()
-
-
-def _augment_names() -> tuple[str, ...]:
-    return AUGMENTATIONS.names()
-
-
-@dataclass
-class TrainConfig(Config):
-    """Everything that decides a training run (with the data, model, masks and seed).
-
-    The budget is exactly one of ``iterations`` or ``epochs`` (an epoch is
-    ``len(train_set) // batch_size`` iterations: the last partial batch is dropped so every step
-    sees a full global batch). ``milestones`` are in the budget's unit. ``warmup`` is in iterations.
-
-    Example:
-        >>> TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, epochs=2, schedule="cosine").validate()
-        >>> TrainConfig.from_dict({"lr": 0.05, "iterations": 10}).lr
-        0.05
-        >>> TrainConfig(iterations=10, augment="cifr").validate()
-        Traceback (most recent call last):
-        ...
-        ticket_zoo.errors.ConfigError: augment must be one of 'none', 'cifar', got 'cifr' (did you mean 'cifar'?)
-    """
-
-    section: ClassVar[str] = "train config"
-
-    optimizer: str = setting("sgd", help="optimizer", choices=_optimizer_names)
-    lr: float = setting(0.1, help="peak learning rate", low=0, low_open=True, flag="--lr", metavar="LR")
-    momentum: float = setting(0.0, help="SGD momentum", low=0)
-    nesterov: bool = setting(False, help="Nesterov momentum (SGD with momentum > 0)")
-    weight_decay: float = setting(0.0, help="weight decay (decoupled for adamw)", low=0)
-    betas: tuple[float, float] = setting((0.9, 0.999), help="Adam betas", low=0, high=1, high_open=True)
-    eps: float = setting(1e-8, help="Adam epsilon", low=0, low_open=True)
-    schedule: str = setting("constant", help="learning-rate schedule", choices=_schedule_names)
-    milestones: tuple[float, ...] = setting((), help="step-schedule milestones, in the budget's unit", low=0, low_open=True)
-    gamma: float = setting(0.1, help="step-schedule decay factor", low=0, low_open=True)
-    warmup: int = setting(0, help="linear warmup, in iterations", low=0)
-    iterations: int | None = setting(
-        None, help="training budget in iterations", low=1, flag="--iterations", metavar="N", replaces=("epochs",)
-    )
-    epochs: float | None = setting(
-        None, help="training budget in epochs", low=0, low_open=True, flag="--epochs", metavar="E",
-        replaces=("iterations",),
-    )
-    batch_size: int = setting(64, help="global batch size", low=1, flag="--batch-size", metavar="N")
-    eval_every: int | None = setting(None, help="evaluate every N iterations (default: once per epoch)", low=1)
-    seed: int = setting(0, help="seed of the data order, augmentation and dropout", low=0, high=2**32, high_open=True)
-    augment: str = setting("none", help="batch augmentation", choices=_augment_names)
-    amp: bool = setting(False, help="mixed precision on CUDA")
-    channels_last: bool = setting(False, help="channels-last memory format on CUDA")
-    device: str = setting("auto", help="auto, cpu, cuda or cuda:N", fingerprint=False)
-    num_workers: int = setting(0, help="data loader worker processes", low=0, fingerprint=False)
-    checkpoint_every: int | None = setting(None, help="checkpoint every N iterations", low=1, fingerprint=False)
-
-    @classmethod
-    def recipe_kind(cls) -> str:
-        return "find"
-
-    def check(self) -> None:
-        """The rules that relate fields (the declarations checked types, names and ranges).
-
-        Example:
-            >>> TrainConfig(lr=-1, iterations=5).validate()
-            Traceback (most recent call last):
-            ...
-            ticket_zoo.errors.ConfigError: lr must be a positive number, got -1
-        """
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
-            raise ConfigError("nesterov needs optimizer 'sgd' with momentum > 0")
-        if (self.iterations is None) == (self.epochs is None):
-            raise ConfigError("give exactly one budget: iterations or epochs (got both or neither)")
-        budget = self.iterations if self.iterations is not None else self.epochs
-        ms = tuple(self.milestones)
-        if self.schedule == "step" and not ms:
-            raise ConfigError("milestones must not be empty for schedule 'step' (e.g. milestones: [80, 120])")
-        if self.schedule != "step" and ms:
-            raise ConfigError(f"milestones only apply to schedule 'step', but schedule is {self.schedule!r}")
-        if any(b <= a for a, b in zip(ms, ms[1:], strict=False)):
-            raise ConfigError(f"milestones must be positive and strictly increasing, got {list(ms)}")
-        if ms and ms[-1] > budget:
-            raise ConfigError(
-                f"milestones {list(ms)} go past the budget ({budget}); they are in the budget's unit"
-            )
-        if self.iterations is not None and self.warmup >= self.iterations:
-            raise ConfigError(f"warmup ({self.warmup}) must be shorter than iterations ({self.iterations})")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device is {self.device!r} but CUDA is not available; use device: auto or cpu")
+# TrainConfig is declared in configs.py (torch-free, so the CLI builds --help without torch).
 
 
 # --- result ----------------------------------------------------------------------------------------
@@ -503,12 +410,12 @@ def _run(plan: _Plan, parts: Trainables, net: nn.Module, st: TrainState) -> None
     desc = progress if isinstance(progress, str) else "train"
     # A named bar belongs to a caller's outer bar (find's levels, transfer's cells): clear it when done
     # so the terminal keeps one line per level/cell rather than a stack of finished inner bars.
-    bar = tqdm(
+    # Per-step progress is for a terminal only: in a log file it prints nothing (see progress.py).
+    bar = _progress.bar(
         total=total,
         initial=st.step,
         desc=desc,
-        disable=progress is False or not ctx.main,
-        dynamic_ncols=True,
+        enabled=progress is not False and ctx.main,
         leave=not isinstance(progress, str),
     )
     autocast = (
@@ -562,7 +469,7 @@ def _run(plan: _Plan, parts: Trainables, net: nn.Module, st: TrainState) -> None
         bar.close()
 
 
-def _evaluate_now(plan: _Plan, module: nn.Module, st: TrainState, lr: float, bar: tqdm) -> None:
+def _evaluate_now(plan: _Plan, module: nn.Module, st: TrainState, lr: float, bar: _progress.Bar) -> None:
     """One evaluation: rank 0 measures, every rank gets the numbers and updates best/history alike."""
     ctx, workers = plan.ctx, plan.config.num_workers  # loader workers for evaluation too: photo sets decode per item
     if ctx.on:

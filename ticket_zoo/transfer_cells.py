@@ -46,13 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .configs import FindConfig, TrainConfig, check_input_size
 from .controls import CONTROLS, get_control
 from .errors import ConfigError, TicketZooError
-from .find import FindConfig
 from .runfiles import fingerprint
 from .specs import expand_spec
 from .ticket import Ticket, create_model
-from .train import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from .transfer_grid import TransferConfig
@@ -95,27 +94,6 @@ class TicketRef:
     digest: str  # content hash of arch + masks + init
     num_classes: int
     family: str = ""  # the find run / catalogue family the ticket came from (see _ticket_family)
-
-
-def check_input_size(value: Any, what: str) -> tuple[int, int, int]:
-    """``value`` as ``(C, H, W)`` with C in (1, 3) and H, W >= 1; else a :class:`ConfigError` naming ``what``.
-
-    Example:
-        >>> check_input_size([1, 8, 8], "input_size")
-        (1, 8, 8)
-        >>> check_input_size((2, 8, 8), "input_size")
-        Traceback (most recent call last):
-        ...
-        ticket_zoo.errors.ConfigError: input_size must be (C, H, W) with C in (1, 3) and H, W >= 1, got (2, 8, 8)
-    """
-    try:
-        c, h, w = (int(v) for v in value)
-        ok = all(not isinstance(v, bool) and int(v) == v for v in value)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or c not in (1, 3) or h < 1 or w < 1:
-        raise ConfigError(f"{what} must be (C, H, W) with C in (1, 3) and H, W >= 1, got {value!r}")
-    return (c, h, w)
 
 
 def _ticket_digest(ticket: Ticket) -> str:

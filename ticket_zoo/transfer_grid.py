@@ -47,229 +47,41 @@ import argparse
 import copy
 import json
 import os
-import re
 import shutil
 import sys
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-from tqdm.auto import tqdm
+from typing import Any
 
 from . import _dist
+from . import progress as _progress
 from ._io import atomic_write_text, prepare_out_dir, remove_stale_temps
-from .config import Config, apply_overrides, flatten_overrides, parse_set, setting
-from .controls import CONTROLS
+from .config import parse_set
+from .configs import (  # the schema; re-exported here, where it was declared before
+    _BUDGET,
+    DEFAULT_CONTROLS,  # noqa: F401
+    DEFAULT_TRANSFER_TRAIN,
+    OPTIMIZER_PRESETS,
+    TrainConfig,  # noqa: F401
+    TransferConfig,
+    transfer_arguments,
+)
 from .errors import ConfigError, did_you_mean
 from .runfiles import append_row, read_rows
-from .train import TrainConfig
-from .transfer_cells import METRICS, Cell, cell_row, check_input_size, load_ticket, plan, run_cell
+from .transfer_cells import METRICS, Cell, cell_row, load_ticket, plan, run_cell
 
 __all__ = ["OPTIMIZER_PRESETS", "RESULTS_FILE", "TIMING_FIELDS", "TransferConfig", "register_cli", "transfer"]
 
-#: Optimizers by name for the command line without a recipe (Morcos et al. 2019 defaults, *unverified*).
-OPTIMIZER_PRESETS: dict[str, dict[str, Any]] = {
-    "sgd": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
-    "adam": {"optimizer": "adam", "lr": 3e-4},
-}
-DEFAULT_CONTROLS = ("winning", "random_ticket", "reinit", "dense")
 RESULTS_FILE = "results.jsonl"
 #: Fields of a result row that measure the machine, not the experiment.
 TIMING_FIELDS = ("train_seconds", "images_per_second", "finished_at")
-_BUDGET = ("iterations", "epochs")
 
 
 # --- config ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class TransferConfig(Config):
-    """A transfer grid. Fields are what a recipe's YAML holds.
-
-    ``train`` holds :class:`~ticket_zoo.train.TrainConfig` fields shared by every optimizer; each
-    entry of ``optimizers`` holds TrainConfig fields that override them for that optimizer. ``seed``
-    is set per cell from ``seeds``, in neither. Overrides (``--set``) follow
-    :func:`ticket_zoo.config.apply_overrides`, plus one rule of the grid: setting the budget in
-    ``train`` (``train.iterations`` or ``train.epochs``) sets it for every cell, so each optimizer's
-    own budget is dropped unless it is overridden too.
-
-    Example:
-        >>> cfg = TransferConfig(tickets=["runs/demo/find"], targets=["digits[5-9]"],
-        ...                      optimizers={"adam": {"optimizer": "adam", "lr": 1e-3}},
-        ...                      train={"iterations": 100})
-        >>> cfg.controls
-        ['winning', 'random_ticket', 'reinit', 'dense']
-        >>> raw = {"tickets": ["t"], "targets": ["digits"], "train": {"epochs": 2},
-        ...        "optimizers": {"adam": {"optimizer": "adam", "epochs": 3}}}
-        >>> cfg = TransferConfig.from_dict(raw, {"train.iterations": 9})
-        >>> cfg.train, cfg.optimizers
-        ({'iterations': 9}, {'adam': {'optimizer': 'adam'}})
-    """
-
-    section: ClassVar[str] = "transfer config"
-    # Mappings of TrainConfig fields: overriding train.iterations drops train.epochs (and per optimizer).
-    sections: ClassVar[dict[str, type[Config]]] = {"train": TrainConfig, "optimizers": TrainConfig}
-
-    tickets: list[str] = setting(
-        help="tickets: dir, .safetensors, catalogue name, hf-hub:org/name[@rev], or a find OUT (every ticket in it)",
-        flag="--ticket", metavar="T",
-    )  # fmt: skip
-    targets: list[str] = setting(
-        help="target datasets, e.g. digits[5-9] cifar10 imagefolder:PATH", flag="--target", metavar="D"
-    )
-    optimizers: dict[str, dict[str, Any] | None] = setting(
-        help="optimizer name -> TrainConfig fields, e.g. {adam: {optimizer: adam, lr: 0.0003}}"
-    )
-    controls: list[str] = setting(
-        default_factory=lambda: list(DEFAULT_CONTROLS),
-        help=f"controls to run beside each ticket ({', '.join(CONTROLS.names())})",
-        choices=CONTROLS.names, flag="--controls", metavar="C",
-    )  # fmt: skip
-    seeds: list[int] = setting(
-        default_factory=lambda: [0, 1, 2],
-        help="one run per seed (head init, control draw, data order)",
-        low=0, high=2**32, high_open=True, flag="--seeds", metavar="S",
-    )  # fmt: skip
-    train: dict[str, Any] = setting(
-        default_factory=dict, help="TrainConfig fields shared by all optimizers (budget, batch size, schedule, ...)"
-    )
-    input_size: tuple[int, int, int] | None = setting(
-        None, help="(C, H, W) the target is resized to, C in (1, 3); default: each ticket's own input size"
-    )
-    new_head: bool = setting(
-        True, help="replace the classifier even when the target has as many classes as the source"
-    )
-    val_fraction: float = setting(
-        0.1, help="fraction of the target's train split held out for validation",
-        low=0, high=1, low_open=True, high_open=True,
-    )  # fmt: skip
-    data_seed: int = setting(0, help="seed of the target's val split and subsample (same for every cell)", low=0)
-    limit: int | None = setting(
-        None, help="read at most N examples per split of each target", low=1, flag="--limit", metavar="N"
-    )
-
-    @classmethod
-    def recipe_kind(cls) -> str:
-        return "transfer"
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TransferConfig:
-        """Build from a recipe mapping, ``overrides`` applied (see the class docstring).
-
-        A single name where a list is expected (``tickets: t``, ``seeds: 0``) is a one-item list.
-
-        Example:
-            >>> TransferConfig.from_dict({"tickets": "t", "targets": ["digits"],
-            ...                           "optimizers": {"adam": {"optimizer": "adam"}}}).tickets
-            ['t']
-        """
-        if not isinstance(d, Mapping):
-            return super().from_dict(d)  # the base's one-line error
-        data = dict(d)
-        if overrides:
-            data = apply_overrides(data, overrides, cls)
-            _one_budget(data, flatten_overrides(overrides))
-        for key in ("tickets", "targets", "controls"):
-            if isinstance(data.get(key), str):
-                data[key] = [data[key]]
-        if isinstance(data.get("seeds"), int) and not isinstance(data.get("seeds"), bool):
-            data["seeds"] = [data["seeds"]]
-        if "train" in data and data["train"] is None:
-            data["train"] = {}
-        return super().from_dict(data)
-
-    def train_config(self, optimizer: str, seed: int = 0, target: str | None = None) -> TrainConfig:
-        """The effective :class:`~ticket_zoo.train.TrainConfig` of ``optimizer`` for ``seed``.
-
-        ``train`` fields, overridden by the optimizer's own (as :func:`~ticket_zoo.config.apply_overrides`
-        says), then ``seed``. Where neither sets ``augment``, a ``target`` brings its dataset's default
-        (``"cifar"`` crops and flips for CIFAR, none for digits, whose meaning a flip can change).
-
-        Example:
-            >>> cfg = TransferConfig(["t"], ["digits"], {"adam": {"optimizer": "adam", "lr": 1e-3}},
-            ...                      train={"iterations": 10})
-            >>> cfg.train_config("adam", seed=2).lr
-            0.001
-        """
-        if optimizer not in self.optimizers:
-            raise ConfigError(f"optimizers: no optimizer named {optimizer!r}; have {list(self.optimizers)}")
-        try:
-            merged = apply_overrides(dict(self.train), dict(self.optimizers[optimizer] or {}), TrainConfig)
-            merged["seed"] = seed
-            if target is not None and "augment" not in merged:
-                from .data import get_spec
-
-                merged["augment"] = get_spec(target).augment
-            return TrainConfig.from_dict(merged)
-        except ConfigError as exc:
-            raise ConfigError(f"optimizers.{optimizer}: {exc}") from None
-
-    def check(self) -> None:
-        """Rules across fields: nothing empty or listed twice, seeds only from ``seeds``, every
-        optimizer's merged train config valid, every target a known dataset.
-
-        Tickets are not read here (:func:`ticket_zoo.transfer_cells.plan` does that), so a config can
-        be checked before its tickets exist.
-
-        Example:
-            >>> TransferConfig(["t"], ["no_such_data"], {"adam": {"iterations": 5}}).validate()  # doctest: +ELLIPSIS
-            Traceback (most recent call last):
-            ...
-            ticket_zoo.errors.ConfigError: targets[0]: unknown dataset 'no_such_data'...
-            >>> TransferConfig(["t"], ["digits"], {"adam": {"iterations": 5}}, controls=["winnin"]).validate()
-            Traceback (most recent call last):
-            ...
-            ticket_zoo.errors.ConfigError: controls must be one of 'winning', 'random_ticket', 'reinit', 'random_mask', 'dense', got 'winnin' (did you mean 'winning'?)
-        """
-        for name in ("tickets", "targets", "controls", "seeds"):
-            value = getattr(self, name)
-            if not value:
-                raise ConfigError(f"{name} must list at least one entry")
-            twice = sorted({v for v in value if value.count(v) > 1}, key=str)
-            if twice:
-                raise ConfigError(f"{name} lists {twice[0]!r} twice: {value!r}")
-        if "seed" in self.train:
-            raise ConfigError("train.seed: seeds come from the 'seeds' list, one run per seed; remove train.seed")
-        if not self.optimizers:
-            raise ConfigError(
-                "optimizers must be a non-empty mapping name -> TrainConfig fields, e.g. "
-                "{adam: {optimizer: adam, lr: 0.0003}}"
-            )
-        for name, opts in self.optimizers.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
-                raise ConfigError(f"optimizers: name {name!r} must be letters, digits, '_', '.', '+' or '-'")
-            if opts and "seed" in opts:
-                raise ConfigError(f"optimizers.{name}.seed: seeds come from the 'seeds' list; remove it")
-            tc = self.train_config(name)
-            try:
-                tc.validate()
-            except ConfigError as exc:
-                raise ConfigError(f"optimizers.{name}: {exc}") from None
-        if self.input_size is not None:
-            check_input_size(self.input_size, "input_size")
-        from .data import get_spec
-
-        for i, t in enumerate(self.targets):
-            try:
-                get_spec(t)
-            except ConfigError as exc:
-                raise ConfigError(f"targets[{i}]: {exc}") from None
-
-
-def _one_budget(data: dict[str, Any], flat: Mapping[str, Any]) -> None:
-    """The grid's override rule: a budget set in ``train`` is every cell's budget, so each optimizer's
-    own ``iterations``/``epochs`` is dropped (unless that very key is overridden too)."""
-    if not any(flat.get(f"train.{key}") is not None for key in _BUDGET):
-        return
-    optimizers = data.get("optimizers")
-    if not isinstance(optimizers, dict):
-        return
-    for name, section in optimizers.items():
-        if isinstance(section, dict):
-            for key in _BUDGET:
-                if f"optimizers.{name}.{key}" not in flat:
-                    section.pop(key, None)
+# TransferConfig is declared in configs.py (torch-free, so the CLI builds --help without torch).
 
 
 # --- the grid --------------------------------------------------------------------------------------
@@ -326,13 +138,18 @@ def transfer(
     by_cell = {r["cell"]: r for r in existing if isinstance(r.get("cell"), str)}
     by_run = {r["run"]: r for r in existing if isinstance(r.get("run"), str)}
     pending = [c for c in cells if c.cell_id not in by_cell]
-    bar = tqdm(total=len(cells), initial=len(cells) - len(pending), desc="transfer", unit="cell",
-               disable=not progress or not ctx.main, dynamic_ncols=True)  # fmt: skip
+    # A bar on a terminal; in a log file one line per cell and a summary (progress.py).
+    show = bool(progress) and ctx.main
+    bar = _progress.bar(total=len(cells), initial=len(cells) - len(pending), desc="transfer", unit="cell",
+                        enabled=show)  # fmt: skip
+    number = {c.cell_id: i for i, c in enumerate(cells, 1)}
+    started = time.perf_counter()
     splits_key: tuple | None = None
     splits = None
     loaded: tuple[str, Any] | None = None
     try:
         for cell in pending:
+            cell_started = time.perf_counter()
             bar.set_postfix_str(
                 f"{cell.control} {cell.target} {cell.optimizer} d={cell.ref.density:.3g} s{cell.seed}"
             )
@@ -354,8 +171,20 @@ def transfer(
             by_cell[cell.cell_id] = row
             by_run.setdefault(cell.run_id, row)
             bar.update(1)
+            took = "same run as a recorded cell" if done is not None else _progress.seconds(time.perf_counter() - cell_started)
+            _progress.line(
+                f"transfer cell {number[cell.cell_id]}/{len(cells)}: {cell.control} {cell.ref.label} -> {cell.target} "
+                f"{cell.optimizer} seed {cell.seed}: test {_progress.percent(metrics.get('test_acc'))} ({took})",
+                enabled=show,
+            )
     finally:
         bar.close()
+    before = f", {len(cells) - len(pending)} recorded before" if len(pending) < len(cells) else ""
+    _progress.line(
+        f"transfer done: {len(cells)} cells{before} in {_progress.seconds(time.perf_counter() - started)}; "
+        f"results in {results_path}",
+        enabled=show,
+    )
     rows = [by_cell[c.cell_id] for c in cells]
     if report:
         _dist.on_main(_report, out, progress)
@@ -405,7 +234,9 @@ def _cli(args: argparse.Namespace) -> int:
     if args.set:
         overrides.update(parse_set(args.set))
     if args.config is None:
-        cfg = TransferConfig.from_dict({"tickets": [], "targets": [], "optimizers": {}}, overrides)
+        # No recipe: the documented budget (DEFAULT_TRANSFER_TRAIN) and, below, the optimizer presets.
+        base = {"tickets": [], "targets": [], "optimizers": {}, "train": dict(DEFAULT_TRANSFER_TRAIN)}
+        cfg = TransferConfig.from_dict(base, overrides)
     else:
         cfg = TransferConfig.from_yaml(args.config, overrides)
     if args.optimizer_names:
@@ -425,8 +256,8 @@ def _cli(args: argparse.Namespace) -> int:
         cfg = cfg.replace(optimizers=copy.deepcopy(OPTIMIZER_PRESETS))
     if args.iterations is not None:
         cfg = _replace_budget(cfg, args.iterations)
-    rows = transfer(cfg, args.out, progress=not args.quiet, report=not args.no_report)
-    if _dist.is_main():
+    rows = transfer(cfg, args.out, progress=not args.no_progress, report=not args.no_report)
+    if _dist.is_main() and _progress.interactive():  # in a log, the "transfer done" line already says it
         print(f"{len(rows)} cells recorded in {Path(args.out) / RESULTS_FILE}", file=sys.stderr)
     return 0
 
@@ -452,44 +283,16 @@ def _replace_budget(cfg: TransferConfig, iterations: int) -> TransferConfig:
 def register_cli(subparsers: Any) -> None:
     """Add ``ticket-zoo transfer`` to an argparse subparsers object.
 
-    ``--ticket``, ``--target``, ``--controls``, ``--seeds`` and ``--limit`` come from the
-    :class:`TransferConfig` declarations (:meth:`~ticket_zoo.config.Config.add_flags`).
+    The options are declared in :func:`ticket_zoo.configs.transfer_arguments` (torch-free, for a quick
+    ``--help``); ``--ticket``, ``--target``, ``--controls`` and ``--limit`` come from the
+    :class:`TransferConfig` declarations, ``--seeds`` takes ranges and lists (``0-4``, ``0,2,5``).
 
     Example:
         >>> import argparse
         >>> parser = argparse.ArgumentParser(prog="ticket-zoo")
         >>> register_cli(parser.add_subparsers(dest="command"))
-        >>> args = parser.parse_args(["transfer", "--config", "r.yaml", "--out", "o", "--seeds", "0", "1"])
+        >>> args = parser.parse_args(["transfer", "--config", "r.yaml", "--out", "o", "--seeds", "0-1"])
         >>> args.seeds
         [0, 1]
     """
-    p = subparsers.add_parser(
-        "transfer",
-        help="transfer tickets to target datasets against random-ticket controls",
-        description=(
-            "Run the grid tickets x controls x targets x optimizers x seeds; one row per cell in "
-            "OUT/results.jsonl. Re-running the same command resumes."
-        ),
-    )
-    p.add_argument("--config", metavar="RECIPE.yaml",
-                   help="transfer recipe: a YAML file or a shipped recipe's name (e.g. transfer-digits)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (results.jsonl, report)")
-    TransferConfig.add_flags(p)
-    p.add_argument("--optimizers", nargs="+", metavar="NAME", dest="optimizer_names",
-                   help=f"optimizers of the recipe to run (or presets: {', '.join(OPTIMIZER_PRESETS)})")  # fmt: skip
-    p.add_argument(
-        "--iterations",
-        type=int,
-        metavar="N",
-        help="replace the training budget by N iterations (smoke tests)",
-    )
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override any recipe field, e.g. train.lr=0.01 or optimizers.sgd.lr=0.1 (repeatable)",
-    )
-    p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
-    p.set_defaults(func=_cli)
+    transfer_arguments(subparsers).set_defaults(func=_cli)

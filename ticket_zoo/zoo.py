@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from ._io import atomic_write_text, sha256_hex
+from .configs import number
 from .errors import ChecksumMismatchError, ConfigError, TicketNotFoundError, shorten
 from .specs import parse_spec, ticket_file, validate_revision
 
@@ -704,10 +705,11 @@ def register_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("list", help="list the ticket catalogue (filter by arch, source, density)")
     p.add_argument("--arch", help="architecture, e.g. vgg19 or lenet_300_100")
     p.add_argument("--source", help="source dataset tag (imagenet, digits04) or name (digits[0-4])")
+    fraction = number(float, low=0, high=1)  # a density is a fraction of weights kept
     p.add_argument(
-        "--min-density", type=float, metavar="D", help="keep entries with density >= D (fraction, 0.05 = 5%%)"
+        "--min-density", type=fraction, metavar="D", help="keep entries with density >= D (fraction, 0.05 = 5%%)"
     )
-    p.add_argument("--max-density", type=float, metavar="D", help="keep entries with density <= D")
+    p.add_argument("--max-density", type=fraction, metavar="D", help="keep entries with density <= D")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--published", action="store_true", help="only entries that can be loaded now")
     group.add_argument("--unpublished", action="store_true", help="only entries still to be built")
