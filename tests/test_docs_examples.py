@@ -1,10 +1,12 @@
-"""The worked examples of docs/architecture.md ("adding a control", "adding a dataset") run as written:
-adding an extension is one registration in one module."""
+"""The worked examples of docs/architecture.md ("adding a control", "adding a pruning method", "adding a
+dataset") run as written: adding an extension is one registration in one module."""
 
 from __future__ import annotations
 
 import functools
 import re
+import sys
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -68,3 +70,58 @@ def test_adding_a_dataset_is_one_registration():
     with pytest.raises(UnknownDatasetError, match="did you mean 'kmnist'"):
         data.get_spec("kmist", registry=catalogue)
     assert "kmnist" not in data.list_datasets()  # the real catalogue is untouched
+
+
+@pytest.fixture
+def largest_init():
+    import dataclasses
+    from typing import ClassVar
+
+    from ticket_zoo.config import Config, setting
+    from ticket_zoo.masks import select_masks
+    from ticket_zoo.methods import METHODS, register_method
+
+    # The example is a new module of ticket_zoo/methods/: run it as one, with that module's imports.
+    module = types.ModuleType("ticket_zoo.methods.largest_init")
+    module.__dict__.update(dataclass=dataclasses.dataclass, ClassVar=ClassVar, Config=Config, setting=setting,
+                           register_method=register_method, select_masks=select_masks)  # fmt: skip
+    sys.modules[module.__name__] = module  # the config schema resolves field types in the class's module
+    exec(compile(_example("adding a pruning method"), str(DOC), "exec"), module.__dict__)
+    try:
+        yield module
+    finally:  # leave the real registry as it was
+        METHODS.remove("largest_init")
+        del sys.modules[module.__name__]
+
+
+def test_adding_a_pruning_method_is_one_registration(largest_init, tmp_path, capsys):
+    from ticket_zoo.cli import main
+    from ticket_zoo.configs import FindConfig
+    from ticket_zoo.find import find_tickets
+
+    recipe = {"arch": "lenet_300_100", "dataset": "digits[0-4]", "levels": 3, "method": "largest_init",
+              "method_options": {"scale": 2.0}, "train": {"iterations": 10, "batch_size": 60}}  # fmt: skip
+    rows = find_tickets(FindConfig.from_dict(recipe), tmp_path / "out", progress=False)
+    assert [r["level"] for r in rows] == [1, 2, 3]  # no training: level 0 is not written
+    ticket = ticket_zoo.load(rows[-1]["path"])
+    assert ticket.meta["method"] == "largest_init-global" and ticket.meta["scored_at"] == "init"
+    assert ticket.meta["method_options"] == {"scale": 2.0}
+    # Independent: θ0 rebuilt from the seed, and the k largest |θ0| over the prunable layers (global).
+    from ticket_zoo.ticket import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        theta0 = dict(create_model(ticket.arch, ticket.arch_kwargs).named_parameters())
+    names = ["fc1.weight", "fc2.weight"]  # the head is not pruned (no head_prune_fraction)
+    assert sorted(n for n in ticket.masks if not bool(ticket.masks[n].all())) == names
+    flat = torch.cat([theta0[n].detach().abs().flatten() for n in names])
+    expected = torch.zeros_like(flat, dtype=torch.bool)
+    expected[torch.topk(flat, round(rows[-1]["density"] * flat.numel())).indices] = True
+    assert torch.equal(torch.cat([ticket.masks[n].flatten() for n in names]), expected)
+    assert abs(ticket.density - rows[-1]["density"]) < 1e-12
+    assert find_tickets(FindConfig.from_dict(recipe), tmp_path / "out", progress=False) == rows  # resumes
+    with pytest.raises(ConfigError, match="scale must be"):
+        FindConfig.from_dict({**recipe, "method_options": {"scale": 0}}).validate()
+    with pytest.raises(SystemExit):
+        main(["find", "--help"])
+    assert "largest_init" in capsys.readouterr().out

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -315,9 +316,21 @@ def _cuda_available() -> bool:
 # --- find -------------------------------------------------------------------------------------------
 
 
+def _method_names() -> tuple[str, ...]:
+    from .methods import method_names  # torch-free: method modules import torch inside their functions
+
+    return method_names()
+
+
 @dataclass
 class FindConfig(Config):
-    """Everything that decides an IMP run; ``train`` is how every level trains.
+    """Everything that decides a find run; ``train`` is how every training of it goes.
+
+    ``method`` is how tickets are found (:mod:`ticket_zoo.methods`: ``imp``, the default, is
+    iterative magnitude pruning with rewinding; ``oneshot``, ``early_bird``, ``snip`` and ``synflow``
+    are cheaper) and ``method_options`` that method's own options. Every method writes tickets at the
+    densities of the same schedule (``prune_fraction``, ``scope``, ``levels``/``target_density``,
+    ``head_prune_fraction``, ``layer_prune_fractions``).
 
     ``seed`` seeds both the network's initialization and the training data order: ``train.seed``
     follows it (a recipe sets only ``seed``; ``to_dict`` leaves ``train.seed`` out). ``levels=N``
@@ -382,7 +395,16 @@ class FindConfig(Config):
         metavar="DENSITY",
         **_FRACTION,
     )
-    one_shot: bool = setting(False, help="every level prunes the dense network's trained weights")
+    method: str = setting(
+        "imp",
+        help="how tickets are found: imp, oneshot, early_bird, snip, synflow (see ticket_zoo.methods)",
+        choices=_method_names,
+        flag="--method",
+        metavar="NAME",
+    )
+    method_options: dict[str, Any] = setting(
+        default_factory=dict, help="the method's own options, e.g. {batches: 2} for snip (checked by the method)"
+    )
     seed: int = setting(
         0,
         help="seed of the initialization and the data order",
@@ -403,9 +425,19 @@ class FindConfig(Config):
         if not isinstance(d, Mapping):
             return super().from_dict(d)  # refuses it in one line
         data = apply_overrides(d, overrides, cls) if overrides else dict(d)
-        for key in ("arch_kwargs", "layer_prune_fractions"):
+        for key in ("arch_kwargs", "layer_prune_fractions", "method_options"):
             if key in data and data[key] is None:
                 del data[key]
+        if "one_shot" in data:  # before methods: `one_shot: true` was oneshot with every ticket trained
+            one_shot = data.pop("one_shot")
+            if one_shot is True and data.get("method", "oneshot") == "oneshot":
+                data["method"] = "oneshot"
+                data["method_options"] = {"train_tickets": True, **dict(data.get("method_options") or {})}
+            elif one_shot not in (False, None):
+                raise ConfigError(
+                    f"one_shot is the old spelling of method: oneshot; got one_shot: {one_shot!r} with "
+                    f"method: {data.get('method')!r}; write method: oneshot instead"
+                )
         seed, train = data.get("seed", 0), data.get("train")
         if isinstance(train, Mapping) and "seed" not in train:
             # A bad seed is reported by validate() as the top-level field, not as train.seed.
@@ -413,18 +445,30 @@ class FindConfig(Config):
         return super().from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        """:meth:`Config.to_dict` without ``train.seed`` (it follows ``seed``)."""
+        """:meth:`Config.to_dict` without ``train.seed`` (it follows ``seed``), with the method's
+        options spelled out (defaults included), so a recipe records exactly what ran."""
         d = super().to_dict()
         if isinstance(d.get("train"), dict):
             d["train"].pop("seed", None)
+        d["method_options"] = self._full_method_options()
         return d
 
     def fingerprint_dict(self) -> dict[str, Any]:
-        """Without ``train.seed``, so a changed seed is named once (as ``seed``)."""
+        """Without ``train.seed``, so a changed seed is named once (as ``seed``); the method's options
+        with their defaults, so writing a default out does not make another run."""
         d = super().fingerprint_dict()
         if isinstance(d.get("train"), dict):
             d["train"].pop("seed", None)
+        d["method_options"] = self._full_method_options()
         return d
+
+    def _full_method_options(self) -> dict[str, Any]:
+        from .methods import options_for
+
+        try:
+            return options_for(self.method, self.method_options).to_dict()
+        except ConfigError:  # an invalid method or option: validate() reports it; keep what was written
+            return dict(self.method_options) if isinstance(self.method_options, Mapping) else self.method_options
 
     def effective_train(self) -> TrainConfig:
         """The training config each level uses: the recipe's, with ``seed`` set to :attr:`seed`."""
@@ -471,6 +515,9 @@ class FindConfig(Config):
                 )
         if self.levels is None and self.target_density is None:
             raise ConfigError("give a stop rule: levels (number of pruning levels) or target_density")
+        from .methods import options_for
+
+        options_for(self.method, self.method_options)  # the method's own declarations and rules
         unit, value = parse_rewind(self.rewind)
         budget = self.train.iterations if unit == "iterations" else self.train.epochs
         if budget is not None and value > budget:
@@ -751,7 +798,8 @@ def find_arguments(subparsers: Any) -> argparse.ArgumentParser:
         "find",
         help=HELP["find"],
         description=(
-            "Run IMP with rewinding; writes OUT/level_XX/ tickets, OUT/summary.json and OUT/config.yaml. "
+            "Find tickets (IMP with rewinding, or another --method); writes OUT/level_XX/ tickets, "
+            "OUT/summary.json and OUT/config.yaml. "
             "Re-run the same command to resume after an interruption. With --config the recipe is the "
             "starting point and the flags --arch ... --seed override its fields, as --set does; without "
             f"it, give --arch, --dataset and --levels or --target-density (training: {train})."
@@ -760,10 +808,28 @@ def find_arguments(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="RECIPE.yaml",
                    help="find recipe: a YAML file or a shipped recipe's name (e.g. lenet_300_100-digits04)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it exists)")
-    FindConfig.add_flags(p)  # --arch, --dataset, --levels, --target-density, --seed, --lr, --iterations, ...
-    _add_set(p, "train.lr=0.01")
+    FindConfig.add_flags(p)  # --arch, --method, --dataset, --levels, --target-density, --seed, --lr, ...
+    _add_set(p, "train.lr=0.01 or method_options.batches=2")
+    p.epilog = _methods_help()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     _add_no_progress(p)
     return p
+
+
+def _methods_help() -> str:
+    """The methods and their options, for ``ticket-zoo find --help`` (torch-free)."""
+    from .methods import METHODS
+
+    lines = ["methods (--method NAME; options with --set method_options.KEY=VALUE):"]
+    for name in METHODS.names():
+        info = METHODS.info(name)
+        lines.append(f"  {name:<11} {info['summary']}")
+        lines.append(f"  {'':<11} cost: {info['cost']}")
+        for field in dataclasses.fields(info["options"]):
+            rule = field.metadata.get("setting")
+            help_text = rule.help if rule is not None else ""
+            lines.append(f"  {'':<11} option {field.name} (default {field.default!r}): {help_text}")
+    return "\n".join(lines)
 
 
 def transfer_arguments(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
-"""Find lottery tickets: iterative magnitude pruning (IMP) with rewinding, one ticket per level.
+"""Find lottery tickets: the driver of a find run, whatever its method, one ticket per level.
 
-The procedure of Frankle & Carbin (2019) with the late resetting of Frankle et al. (2019) and the
-global pruning of Morcos et al. (2019):
+The default method is IMP with rewinding, the procedure of Frankle & Carbin (2019) with the late
+resetting of Frankle et al. (2019) and the global pruning of Morcos et al. (2019):
 
 1. Level 0: create the dense network (seeded), train it, and keep its state ``θk`` after ``k``
    steps (``rewind``; ``k = 0`` is classic LTH, i.e. ``θ0``).
@@ -10,10 +10,14 @@ global pruning of Morcos et al. (2019):
    and ``head_prune_fraction`` compound the same way), reset the survivors to ``θk``, and train
    steps ``k..T`` with the mask held, with the same seed (same data order: only the mask differs).
 
-This module owns the config (:class:`FindConfig`), the driver (:func:`find_tickets`) and the
-``ticket-zoo find`` command. The schedule (rewind step, densities, number of levels, masks) is
-:mod:`ticket_zoo.find_levels`; the run folder (``config.yaml``, ``level_XX/``, ``done.json``,
-``summary.json``) is :mod:`ticket_zoo.find_folder`.
+Other methods (``method: oneshot | early_bird | snip | synflow``) are plug-ins of
+:mod:`ticket_zoo.methods`; they write tickets at the same schedule's densities into the same layout.
+
+This module owns the driver (:func:`find_tickets`), the :class:`FindRun` a method works through
+(training a level, writing a ticket, recording a row) and the ``ticket-zoo find`` command. The
+config is :class:`FindConfig` (in :mod:`ticket_zoo.configs`); the schedule (rewind step, densities,
+number of levels, masks) is :mod:`ticket_zoo.find_levels`; the run folder (``config.yaml``,
+``level_XX/``, ``done.json``, ``summary.json``) is :mod:`ticket_zoo.find_folder`.
 
 Each level is written to ``OUT/level_XX/`` as a ticket (``ticket.safetensors`` + ``README.md``)
 whose init is ``θk`` with that level's masks, and whose accuracy meta is that of the network trained
@@ -39,8 +43,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +60,7 @@ from .find_levels import Schedule, density_schedule, layer_fractions, rewind_ste
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Splits
 
-__all__ = ["FindConfig", "density_schedule", "find_tickets", "register_cli"]
+__all__ = ["FindConfig", "FindRun", "density_schedule", "find_tickets", "register_cli"]
 
 SCOPES = ("global", "layerwise")
 _FRACTION = {"low": 0, "low_open": True, "high": 1, "high_open": True}  # a fraction in (0, 1)
@@ -72,21 +75,203 @@ _FRACTION = {"low": 0, "low_open": True, "high": 1, "high_open": True}  # a frac
 # --- the run ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class _FindRun:
-    """What every level of one run shares (built once by :func:`find_tickets`)."""
+class FindRun:
+    """One find run, as a pruning method sees it (see :mod:`ticket_zoo.methods` for the contract).
 
-    config: FindConfig
-    out: Path
-    splits: Splits
-    train: TrainConfig  # config.effective_train()
-    arch_kwargs: dict[str, Any]  # the recipe's plus num_classes / in_chans / img_size from the data
-    rewind_step: int
-    names: list[str]  # the prunable parameters
-    schedule: Schedule
-    method: str  # "imp-global", "oneshot-layerwise", ...
-    prefix: str  # ticket names are PREFIX-NNpct
-    progress: bool
+    Built once by :func:`find_tickets`; it holds what every level shares (config, data, schedule,
+    θ0's seed, OUT) and does the work every method needs: training a level, writing a ticket,
+    reading what a finished level left, and recording each level's row (``summary.json``, progress).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: FindConfig,
+        out: Path,
+        splits: Splits,
+        train: TrainConfig,
+        arch_kwargs: dict[str, Any],
+        rewind_step: int,
+        names: list[str],
+        schedule: Schedule,
+        last_level: int,
+        options: Any,
+        progress: bool,
+        show: bool,
+    ) -> None:
+        self.config = config
+        self.out = out
+        self.splits = splits
+        self.train = train  # config.effective_train()
+        self.arch_kwargs = arch_kwargs  # the recipe's plus num_classes / in_chans / img_size from the data
+        self.rewind_step = rewind_step
+        self.names = names  # the prunable parameters
+        self.schedule = schedule
+        self.levels = list(range(1, last_level + 1))  # the pruned levels asked for
+        self.options = options  # the method's validated options
+        self.method = f"{config.method}-{config.scope}"  # meta["method"]: "imp-global", "snip-layerwise", ...
+        self.prefix = config.name_prefix or f"{config.arch}-{_source_tag(config.dataset)}"
+        self.progress = progress
+        self.show = show
+        self.done = folder.done_levels(out)
+        self.rows: list[dict[str, Any]] = []
+        self.resumed = 0
+        self._bar: _progress.Bar | None = None
+
+    # -- models and tensors --
+
+    def dense_model(self) -> torch.nn.Module:
+        """The dense network at θ0, seeded by ``config.seed`` (the same for every method)."""
+        with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
+            torch.manual_seed(self.config.seed)
+            return _create(self.config.arch, self.arch_kwargs)
+
+    def rewind(self) -> dict[str, torch.Tensor]:
+        """θk, as written to ``OUT/rewind.safetensors`` (by level 0 or :meth:`save_rewind`)."""
+        return _dist.together(folder.load_tensors, self.out / folder.REWIND_FILE)
+
+    def save_rewind(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Write θk (the full state) to ``OUT/rewind.safetensors`` (rank 0)."""
+        _dist.on_main(folder.save_tensors, self.out / folder.REWIND_FILE, state)
+
+    def final_weights(self, level: int) -> dict[str, torch.Tensor]:
+        """The trained weights a finished ``level`` left (``final.safetensors``)."""
+        return _dist.together(folder.load_tensors, folder.level_dir(self.out, level) / folder.FINAL_FILE)
+
+    def masks_of(self, level: int) -> dict[str, torch.Tensor]:
+        """The masks of a finished ``level``'s ticket."""
+        from .api import load
+
+        return _dist.together(lambda: load(folder.level_dir(self.out, level)).masks)
+
+    def train_batches(self, n: int):
+        """The first ``n`` training batches ``(x, y)`` of the run, in its data order (as step 0..n-1
+        of a training with this run's config would see them, augmentation included)."""
+        from .augment import augment_batch
+        from .batches import GlobalBatches, derive_seed, epoch_batches
+
+        cfg, data = self.train, self.splits.train
+        sampler = GlobalBatches(len(data), cfg.batch_size, cfg.seed, 0, 1)
+        per_epoch = len(sampler)
+        step = 0
+        generator = torch.Generator()
+        while step < n:
+            sampler.set_position(step // per_epoch, step % per_epoch)
+            for x, y, *_ in epoch_batches(data, sampler):
+                if cfg.augment != "none":
+                    generator.manual_seed(derive_seed("aug", cfg.seed, step, 0))
+                    x = augment_batch(x, cfg.augment, generator)
+                yield x, torch.as_tensor(y)
+                step += 1
+                if step == n or step % per_epoch == 0:
+                    break
+
+    # -- levels --
+
+    def level(self, level: int, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``level``'s row: the recorded one if the level is done, else ``make()``'s; then record it
+        (``summary.json``, the progress bar, one log line)."""
+        started = time.perf_counter()
+        if level in self.done:
+            # Checks that the level's ticket is the one it recorded; every rank gets rank 0's row.
+            row = _dist.on_main(folder.done_row, self.out, level)
+            self.resumed += 1
+            took = "done before"
+        else:
+            row = make()
+            took = _progress.seconds(time.perf_counter() - started)
+        self.rows.append(row)
+        _dist.on_main(folder.write_summary, self.out, self.config, self.rows)
+        if self._bar is not None:
+            self._bar.update(1)
+            test = "-" if row.get("test_acc") is None else f"{row['test_acc']:.2f}"
+            self._bar.set_postfix(density=f"{row['density']:.4f}", test=test)
+        _progress.line(
+            f"find level {level}/{self.levels[-1] if self.levels else 0}: density {row['density']:.3f} "
+            f"val {_progress.percent(row.get('val_acc'))} test {_progress.percent(row.get('test_acc'))} ({took})",
+            enabled=self.show,
+        )
+        return row
+
+    def train_level(
+        self, level: int, masks: Mapping[str, torch.Tensor] | None, rewind: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, Any]:
+        """Train ``level`` and write its ticket. Level 0 (``masks=None``, no ``rewind``) trains the dense
+        network from θ0 and writes θk; a later level loads ``rewind`` (θk) and trains steps ``k..T`` with
+        ``masks`` held."""
+        if rewind is None:
+            model = self.dense_model()
+            masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n in self.names}
+        else:
+            model = _create(self.config.arch, self.arch_kwargs)
+            model.load_state_dict(rewind)
+        return _run_level(self, level, masks, model, rewind=rewind)
+
+    def train_dense(self, on_epoch_end: Callable[[int, torch.nn.Module], bool] | None = None) -> Any:
+        """Train the dense network as level 0 does (θ0, the run's budget, θk captured) without writing a
+        ticket; ``on_epoch_end(step, model) -> bool`` may stop it at an epoch's end. Its checkpoint is
+        level 0's, so a killed run resumes it. Returns the :class:`~ticket_zoo.train.TrainResult`."""
+        from .train import train
+
+        splits = self.splits
+        hook = {} if on_epoch_end is None else {"on_epoch_end": on_epoch_end}
+        return train(
+            self.dense_model(),
+            splits.train,
+            splits.val,
+            self.train,
+            test_set=splits.test,
+            capture_at=self.rewind_step,
+            checkpoint_dir=folder.level_dir(self.out, 0) / folder.CHECKPOINT_DIR,
+            progress="dense" if self.progress else False,
+            final_model="last",
+            **hook,
+        )
+
+    def write_ticket(
+        self,
+        level: int,
+        masks: Mapping[str, torch.Tensor],
+        rewind: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any] | None = None,
+        *,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Write ``level``'s ticket (``masks`` on θk = ``rewind``) without training it; its row has no
+        accuracies. ``meta`` adds the method's own facts (a stop step, a history)."""
+        from .masks import overall_density
+
+        started = time.perf_counter()
+        model = _create(self.config.arch, self.arch_kwargs)
+        model.load_state_dict(rewind)
+        density = overall_density(masks)
+        row = {
+            "level": level,
+            "density": density,
+            "val_acc": None,
+            "test_acc": None,
+            "final_test_acc": None,
+            "start_step": None,
+            "steps": 0,
+            "seconds": seconds if seconds is not None else time.perf_counter() - started,
+            "path": folder.level_dir(self.out, level).name,
+        }
+        full = {**_ticket_meta(self, level, density), **dict(meta or {})}
+        _dist.on_main(
+            folder.write_level,
+            self.out,
+            level,
+            model=model,
+            masks=masks,
+            arch=self.config.arch,
+            arch_kwargs=self.arch_kwargs,
+            rewind=rewind,
+            save_rewind=False,
+            meta=full,
+            row=row,
+            final=False,
+        )
+        return row
 
 
 def find_tickets(
@@ -96,7 +281,8 @@ def find_tickets(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run IMP with rewinding and write one ticket per level under ``out_dir``; return the summary rows.
+    """Find tickets with the config's method (IMP by default) and write one per level under ``out_dir``;
+    return the summary rows.
 
     ``config`` is a :class:`FindConfig`, a recipe file or a shipped recipe's name. ``overrides`` are
     what ``ticket-zoo find --set KEY=VALUE`` takes: dotted keys replacing recipe fields, e.g.
@@ -105,9 +291,10 @@ def find_tickets(
     :meth:`~FindConfig.to_dict`).
 
     Each row is ``{level, density, val_acc, test_acc, steps, seconds, path}`` (accuracies in percent,
-    of the network trained from that level's ticket; test at the best-val weights). Re-running the
-    same call resumes; a different config in the same ``out_dir`` raises :class:`ConfigError`.
-    Under torchrun every rank calls it and trains each level together (DDP); rank 0 alone writes.
+    of the network trained from that level's ticket; test at the best-val weights; ``None`` for a
+    ticket a method wrote without training it). Re-running the same call resumes; a different config
+    in the same ``out_dir`` raises :class:`ConfigError`. Under torchrun every rank calls it and trains
+    each level together (DDP); rank 0 alone writes.
 
     Example:
         >>> import shutil, tempfile
@@ -128,6 +315,7 @@ def find_tickets(
     """
     from .data import load_splits
     from .masks import prunable_names
+    from .methods import METHODS, options_for
     from .models import classifier_param_names
 
     if not isinstance(config, FindConfig):
@@ -139,6 +327,8 @@ def find_tickets(
     # writes (OUT, config.yaml, tickets, summary) and the others wait where they read.
     dist = _dist.setup(config.train.device if isinstance(config.train, TrainConfig) else "auto")
     _dist.together(config.validate)
+    method = METHODS.get(config.method)
+    options = options_for(config.method, config.method_options)
     # A file in the way, no permission, /proc, a read-only disk: one OutputDirError line, up front.
     # A run of another config in OUT: say so before loading data. (Rank 0 checks; every rank raises.)
     _dist.on_main(folder.check_out, out_dir, config)
@@ -155,7 +345,7 @@ def find_tickets(
     k = rewind_step(config.rewind, steps_per_epoch, budget)
     arch_kwargs = _resolve_arch_kwargs(config, splits.spec.num_classes, splits.input_size)
 
-    with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         dense = _create(config.arch, arch_kwargs)
     names = prunable_names(
@@ -180,9 +370,9 @@ def find_tickets(
     # Claim OUT only now: every check above (data size, rewind, arch) fails without touching it.
     # (These checks are deterministic, so every rank has raised the same error or none has.)
     _dist.on_main(folder.claim_and_clean, out, config)
-    done = folder.done_levels(out)
 
-    run = _FindRun(
+    show = bool(progress) and dist.main
+    run = FindRun(
         config=config,
         out=out,
         splits=splits,
@@ -191,50 +381,29 @@ def find_tickets(
         rewind_step=k,
         names=names,
         schedule=schedule,
-        method=f"{'oneshot' if config.one_shot else 'imp'}-{config.scope}",
-        prefix=config.name_prefix or f"{config.arch}-{_source_tag(config.dataset)}",
+        last_level=last_level,
+        options=options,
         progress=progress,
+        show=show,
     )
-    rows: list[dict[str, Any]] = []
     # A bar on a terminal; in a log file one line per level and a summary (progress.py).
-    show = bool(progress) and dist.main
-    bar = _progress.bar(total=last_level + 1, desc="IMP levels", enabled=show)
+    total = {"all": last_level + 1, "pruned": last_level, "last": 1}[METHODS.info(config.method).get("writes", "all")]
+    run._bar = _progress.bar(total=total, desc=f"{config.method} levels", enabled=show)
     started = time.perf_counter()
     try:
-        for level in range(last_level + 1):
-            level_started = time.perf_counter()
-            if level in done:
-                # Checks that the level's ticket is the one it recorded; every rank gets rank 0's row.
-                row = _dist.on_main(folder.done_row, out, level)
-            elif level == 0:
-                masks = {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}
-                row = _run_level(run, 0, masks, dense, rewind=None)
-            else:
-                # Every rank reads what rank 0 wrote for the previous level (written before the
-                # barrier that ended it).
-                masks = _dist.together(_level_masks, run, level)
-                rewind = _dist.together(folder.load_tensors, out / folder.REWIND_FILE)
-                model = _create(config.arch, arch_kwargs)
-                model.load_state_dict(rewind)
-                row = _run_level(run, level, masks, model, rewind=rewind)
-            rows.append(row)
-            _dist.on_main(folder.write_summary, out, config, rows)
-            bar.update(1)
-            test = "-" if row.get("test_acc") is None else f"{row['test_acc']:.2f}"
-            bar.set_postfix(density=f"{row['density']:.4f}", test=test)
-            took = "done before" if level in done else _progress.seconds(time.perf_counter() - level_started)
-            _progress.line(
-                f"find level {level}/{last_level}: density {row['density']:.3f} "
-                f"val {_progress.percent(row.get('val_acc'))} test {_progress.percent(row.get('test_acc'))} ({took})",
-                enabled=show,
-            )
+        method(run, options)
     finally:
-        bar.close()
-    before = sum(level in done for level in range(last_level + 1))
-    resumed = f", {before} done before" if before else ""
+        run._bar.close()
+    # A method that trained the dense network without writing level 0 (early_bird) leaves its
+    # checkpoint: the tickets stand for it now.
+    _dist.on_main(folder.drop_dense_checkpoint, out)
+    rows = run.rows
+    resumed = f", {run.resumed} done before" if run.resumed else ""
+    span = f"levels {rows[0]['level']}-{rows[-1]['level']}" if rows else "no levels"
+    densities = f"density {rows[0]['density']:.3f} -> {rows[-1]['density']:.3f}; " if rows else ""
     _progress.line(
-        f"find done: levels 0-{last_level}{resumed} in {_progress.seconds(time.perf_counter() - started)}; "
-        f"density {rows[0]['density']:.3f} -> {rows[-1]['density']:.3f}; summary in {out / folder.SUMMARY_FILE}",
+        f"find done ({config.method}): {span}{resumed} in {_progress.seconds(time.perf_counter() - started)}; "
+        f"{densities}summary in {out / folder.SUMMARY_FILE}",
         enabled=show,
     )
     # Stored rows name their level folder relative to OUT (a copied run stays valid); the caller gets
@@ -242,29 +411,57 @@ def find_tickets(
     return [{**row, "path": str(out / row["path"])} for row in rows]
 
 
-def _level_masks(run: _FindRun, level: int) -> dict[str, torch.Tensor]:
-    """Masks of ``level``: magnitude pruning of the previous level's final weights (one-shot: the dense ones)."""
-    from .api import load
+def _ticket_meta(run: FindRun, level: int, density: float) -> dict[str, Any]:
+    """The meta every ticket of the run carries (a trained level adds its accuracies and steps)."""
+    import timm
 
-    source = folder.level_dir(run.out, 0 if run.config.one_shot else level - 1)
-    final = folder.load_tensors(source / folder.FINAL_FILE)
-    previous = None if run.config.one_shot else load(source).masks
-    return run.schedule.masks(level, final, previous)
+    from . import __version__
+
+    config, splits = run.config, run.splits
+    return {
+        "name": f"{run.prefix}-{_pct(density)}pct",
+        "source": config.dataset,
+        "source_hub_id": splits.spec.hub_id,
+        "level": level,
+        "density": density,
+        "method": run.method,
+        "method_options": config.to_dict()["method_options"],
+        "scope": config.scope,
+        "prune_fraction": config.prune_fraction,
+        "head_prune_fraction": config.head_prune_fraction,
+        "layer_prune_fractions": dict(config.layer_prune_fractions),
+        "prunable": list(run.names),
+        "rewind": config.rewind,
+        "rewind_step": run.rewind_step,
+        "seed": config.seed,
+        "source_val_acc": None,
+        "source_test_acc": None,
+        "source_final_test_acc": None,
+        "recipe": config.to_dict(),
+        "versions": {
+            "ticket_zoo": __version__,
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "python": platform.python_version(),
+        },
+        "input_size": list(splits.input_size),
+        "num_classes": splits.spec.num_classes,
+        # How to feed it (timm's pipeline: input size, mean/std, interpolation, crop_pct); only for
+        # photo sets, so tickets of small-image sets (e.g. the embedded digits zoo) keep their bytes.
+        **({"data_config": splits.data_config} if splits.data_config is not None else {}),
+    }
 
 
 def _run_level(
-    run: _FindRun, level: int, masks, model, *, rewind: Mapping[str, torch.Tensor] | None
+    run: FindRun, level: int, masks, model, *, rewind: Mapping[str, torch.Tensor] | None
 ) -> dict[str, Any]:
     """Train one level from ``model`` (θk already loaded, or the dense init), write its ticket, mark it done.
 
     ``rewind`` is θk for levels >= 1; level 0 passes ``None`` and captures θk while it trains."""
-    import timm
-
-    from . import __version__
     from .masks import overall_density
     from .train import train
 
-    config, splits = run.config, run.splits
+    splits = run.splits
     ldir = folder.level_dir(run.out, level)
     capture = rewind is None
     result = train(
@@ -287,41 +484,16 @@ def _run_level(
             raise CheckpointError(f"training of level 0 returned no rewind state at step {run.rewind_step}")
         rewind = result.captured
     density = overall_density(masks)
-    meta = {
-        "name": f"{run.prefix}-{_pct(density)}pct",
-        "source": config.dataset,
-        "source_hub_id": splits.spec.hub_id,
-        "level": level,
-        "density": density,
-        "method": run.method,
-        "scope": config.scope,
-        "prune_fraction": config.prune_fraction,
-        "head_prune_fraction": config.head_prune_fraction,
-        "layer_prune_fractions": dict(config.layer_prune_fractions),
-        "prunable": list(run.names),
-        "rewind": config.rewind,
-        "rewind_step": run.rewind_step,
-        "seed": config.seed,
-        "source_val_acc": result.best_val_acc,
-        "source_test_acc": result.test_acc,
-        "source_final_test_acc": result.final_test_acc,
-        "train_steps": result.steps,
-        "start_step": result.start_step,
-        "steps": result.steps,
-        "best_step": result.best_step,
-        "recipe": config.to_dict(),
-        "versions": {
-            "ticket_zoo": __version__,
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "python": platform.python_version(),
-        },
-        "input_size": list(splits.input_size),
-        "num_classes": splits.spec.num_classes,
-        # How to feed it (timm's pipeline: input size, mean/std, interpolation, crop_pct); only for
-        # photo sets, so tickets of small-image sets (e.g. the embedded digits zoo) keep their bytes.
-        **({"data_config": splits.data_config} if splits.data_config is not None else {}),
-    }
+    meta = _ticket_meta(run, level, density)
+    meta.update(
+        source_val_acc=result.best_val_acc,
+        source_test_acc=result.test_acc,
+        source_final_test_acc=result.final_test_acc,
+        train_steps=result.steps,
+        start_step=result.start_step,
+        steps=result.steps,
+        best_step=result.best_step,
+    )
     row = {
         "level": level,
         "density": density,
@@ -340,7 +512,7 @@ def _run_level(
         level,
         model=model,
         masks=masks,
-        arch=config.arch,
+        arch=run.config.arch,
         arch_kwargs=run.arch_kwargs,
         rewind=rewind,
         save_rewind=capture,
@@ -440,9 +612,10 @@ def _cli(args: argparse.Namespace) -> int:
     if not _dist.is_main():
         return 0
     print(f"{'level':>5}  {'density':>8}  {'val %':>6}  {'test %':>6}  path")
-    for r in rows:
+    for r in rows:  # a ticket a method wrote without training it has no accuracies: "-"
+        val = "-" if r["val_acc"] is None else f"{r['val_acc']:.2f}"
         test = "-" if r["test_acc"] is None else f"{r['test_acc']:.2f}"
-        print(f"{r['level']:>5}  {r['density']:>8.4f}  {r['val_acc']:>6.2f}  {test:>6}  {r['path']}")
+        print(f"{r['level']:>5}  {r['density']:>8.4f}  {val:>6}  {test:>6}  {r['path']}")
     return 0
 
 

@@ -6,7 +6,8 @@
     OUT/rewind.safetensors     θk, the full state at the rewind step (written with level 0)
     OUT/summary.json           {fingerprint, config, levels: one row per level done so far}
     OUT/level_XX/ticket.safetensors + README.md   the level's ticket and card
-    OUT/level_XX/final.safetensors                its trained weights (the next level prunes them)
+    OUT/level_XX/final.safetensors                its trained weights (IMP's next level prunes them;
+                                               absent for a ticket a method wrote untrained)
     OUT/level_XX/done.json     written last: {row, ticket_sha256, meta}; the level is finished
     OUT/level_XX/.ckpt/        the level's training checkpoint while it trains
 
@@ -56,6 +57,7 @@ __all__ = [
     "claim_and_clean",
     "done_levels",
     "done_row",
+    "drop_dense_checkpoint",
     "level_dir",
     "load_tensors",
     "save_tensors",
@@ -182,8 +184,10 @@ def write_level(
     save_rewind: bool,
     meta: dict[str, Any],
     row: dict[str, Any],
+    final: bool = True,
 ) -> None:
-    """Write a trained level: θk (with level 0), final weights, ticket + card, then ``done.json``.
+    """Write a level: θk (with level 0), final weights (``final``: a trained level), ticket + card,
+    then ``done.json``.
 
     ``done.json`` comes last, so its presence means everything else is complete on disk; it records
     the ticket's sha256 so that a resume notices a level replaced afterwards (e.g. by a pull). The
@@ -194,12 +198,26 @@ def write_level(
     ldir = level_dir(out, level)
     if save_rewind:
         save_tensors(out / REWIND_FILE, rewind)
-    save_tensors(ldir / FINAL_FILE, model.state_dict())
+    if final:
+        save_tensors(ldir / FINAL_FILE, model.state_dict())
     ticket = Ticket.from_model(model, masks, arch=arch, arch_kwargs=arch_kwargs, init_state=rewind, meta=meta)
     save(ticket, ldir, name=meta["name"])
     record = {"row": row, "ticket_sha256": _sha256_file(ldir / TICKET_FILE), "meta": meta}
     atomic_write_text(ldir / DONE_FILE, json.dumps(record, indent=2, default=str) + "\n")
     shutil.rmtree(ldir / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def drop_dense_checkpoint(out: Path) -> None:
+    """Remove ``level_00/.ckpt`` (and ``level_00`` if it is then empty) when level 0 wrote no ticket:
+    a method that trained the dense network only to score it has finished with that checkpoint."""
+    ldir = level_dir(out, 0)
+    if (ldir / DONE_FILE).exists() or not (ldir / CHECKPOINT_DIR).is_dir():
+        return
+    shutil.rmtree(ldir / CHECKPOINT_DIR, ignore_errors=True)
+    try:
+        ldir.rmdir()
+    except OSError:  # something else is in it: leave it
+        pass
 
 
 def done_levels(out: Path) -> set[int]:

@@ -1,4 +1,4 @@
-"""What counts as prunable, magnitude and random masks, and mask overlap.
+"""What counts as prunable, the shared top-k selection, magnitude and random masks, and mask overlap.
 
 A mask is a ``dict[str, torch.BoolTensor]`` keyed by parameter name (as in
 ``model.named_parameters()``); ``True`` means the weight is kept.
@@ -138,7 +138,10 @@ def _top_k_flat(scores: torch.Tensor, k: int) -> torch.Tensor:
     if k >= n:
         keep.fill_(True)
         return keep
-    threshold = _kth_largest(scores, k)
+    if scores.dtype == torch.float32:
+        threshold = _kth_largest(scores, k)
+    else:  # float64: kthvalue on the negated scores is the k-th largest, exactly
+        threshold = -torch.kthvalue(-scores, k).values
     keep = scores > threshold
     missing = k - int(torch.count_nonzero(keep))
     if missing > 0:
@@ -155,6 +158,8 @@ def magnitude_masks(
     fixed_densities: Mapping[str, float] | None = None,
 ) -> Masks:
     """Keep the largest-magnitude weights so that exactly ``round(density * n)`` remain.
+
+    :func:`select_masks` with ``|w|`` as the scores; the arguments are the same.
 
     Args:
         weights: ``{name: tensor}`` of the prunable weights (or a model: its default prunable set).
@@ -181,29 +186,80 @@ def magnitude_masks(
     """
     if isinstance(weights, nn.Module):
         weights = prunable_weights(weights)
-    if not weights:
-        raise ConfigError("magnitude_masks got no weights to prune")
+    return _select(weights, density, scope, previous, fixed_densities, magnitude=True)
+
+
+def select_masks(
+    scores: Mapping[str, torch.Tensor],
+    density: float,
+    scope: str = "global",
+    previous: Mapping[str, torch.Tensor] | None = None,
+    fixed_densities: Mapping[str, float] | None = None,
+) -> Masks:
+    """Keep the highest-scoring weights so that exactly ``round(density * n)`` remain: the selection
+    every pruning method shares (a method only computes ``scores``).
+
+    ``scores`` are ``{name: tensor}`` of non-negative finite numbers shaped like the weights (float32
+    or float64; float64 is ranked without rounding). The budget follows the same rules as
+    :func:`magnitude_masks`: ``scope``, ``previous`` (nested, never revived) and ``fixed_densities``.
+    Ties are broken deterministically: earlier layer, then lower flat index, wins.
+
+    Example:
+        >>> s = {"a": torch.tensor([0.0, 3.0, 1.0, 1.0]), "b": torch.tensor([2.0, 1.0])}
+        >>> select_masks(s, 0.5)  # 3 of 6: 3.0, 2.0, then the first 1.0
+        {'a': tensor([False,  True,  True, False]), 'b': tensor([ True, False])}
+        >>> select_masks(s, 0.5, scope="layerwise")["b"].tolist()
+        [True, False]
+        >>> select_masks({"a": torch.tensor([-1.0, 2.0])}, 0.5)
+        Traceback (most recent call last):
+        ...
+        ticket_zoo.errors.ConfigError: scores of 'a' must be non-negative (a method scores weights by a magnitude)
+    """
+    return _select(scores, density, scope, previous, fixed_densities, magnitude=False)
+
+
+def _select(
+    values: Mapping[str, torch.Tensor],
+    density: float,
+    scope: str,
+    previous: Mapping[str, torch.Tensor] | None,
+    fixed_densities: Mapping[str, float] | None,
+    *,
+    magnitude: bool,
+) -> Masks:
+    """The selection of :func:`select_masks`; with ``magnitude`` the scores are ``|values|``."""
+    what = "weights" if magnitude else "scores"
+    if not values:
+        raise ConfigError(f"{'magnitude_masks' if magnitude else 'select_masks'} got no {what} to prune")
     if scope not in ("global", "layerwise"):
         raise ConfigError(f"scope must be 'global' or 'layerwise', got {scope!r}")
     density = _check_density(density, "density")
-    names = list(weights)
+    names = list(values)
     previous = dict(previous) if previous is not None else {}
     for name in previous:
-        if name not in weights:
-            raise ConfigError(f"previous mask names a parameter {name!r} that is not among the weights")
+        if name not in values:
+            raise ConfigError(f"previous mask names a parameter {name!r} that is not among the {what}")
+    # float64 scores (e.g. SynFlow's) are ranked as they are: rounding them to float32 could merge
+    # distinct scores into ties. Magnitudes and float32 scores share one float32 buffer.
+    dtype = torch.float64 if any(values[n].dtype == torch.float64 for n in names) else torch.float32
 
-    # All scores live in one preallocated float32 buffer: no per-layer temporaries and no cat, which
-    # matters at 20M weights. Dead weights score -1 (below any magnitude) so they are never chosen.
-    total = sum(weights[n].numel() for n in names)
-    buffer = torch.empty(total, dtype=torch.float32)
+    # All scores live in one preallocated buffer: no per-layer temporaries and no cat, which
+    # matters at 20M weights. Dead weights score -1 (below any score) so they are never chosen.
+    total = sum(values[n].numel() for n in names)
+    buffer = torch.empty(total, dtype=dtype)
     scores: dict[str, torch.Tensor] = {}
     alive: dict[str, int] = {}
     offset = 0
     for name in names:
-        w = weights[name].detach()
+        w = values[name].detach()
         flat = buffer[offset : offset + w.numel()]
         offset += w.numel()
-        torch.abs(w.reshape(-1).to(device="cpu", dtype=torch.float32), out=flat)
+        if magnitude:
+            torch.abs(w.reshape(-1).to(device="cpu", dtype=dtype), out=flat)
+        else:
+            flat.copy_(w.reshape(-1))
+            if flat.numel() and bool((flat < 0).any()):
+                raise ConfigError(f"scores of {name!r} must be non-negative (a method scores weights by a magnitude)")
         if name in previous:
             prev = previous[name]
             if tuple(prev.shape) != tuple(w.shape):
@@ -221,7 +277,8 @@ def magnitude_masks(
         low, high = torch.aminmax(buffer)
         if not (torch.isfinite(low) and torch.isfinite(high)):
             bad = next(n for n in names if not bool(torch.isfinite(scores[n]).all()))
-            raise ConfigError(f"weight {bad!r} has non-finite values; cannot rank by magnitude")
+            rank = "by magnitude" if magnitude else "them"
+            raise ConfigError(f"{'weight' if magnitude else 'scores of'} {bad!r} has non-finite values; cannot rank {rank}")
 
     layer_density: dict[str, float] = {}
     for pattern, value in (fixed_densities or {}).items():
@@ -266,7 +323,7 @@ def magnitude_masks(
             size = scores[n].numel()
             masks[n] = keep[offset : offset + size]
             offset += size
-    return {n: masks[n].reshape(weights[n].shape).clone() for n in names}
+    return {n: masks[n].reshape(values[n].shape).clone() for n in names}
 
 
 def random_masks(reference: Mapping[str, torch.Tensor], seed: int) -> Masks:

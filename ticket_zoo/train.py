@@ -42,7 +42,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +201,7 @@ class _Plan:
     log_path: str | os.PathLike | None
     progress: bool | str
     final_model: str
+    on_epoch_end: Callable[[int, nn.Module], bool] | None = None
 
     @property
     def local_batch(self) -> int:
@@ -230,6 +231,7 @@ def train(
     progress: bool | str = True,
     final_model: str = "last",
     start_step: int = 0,
+    on_epoch_end: Callable[[int, nn.Module], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return what happened.
 
@@ -247,6 +249,16 @@ def train(
     evaluation and checkpoints fall on the same steps. The optimizer state (momentum, Adam moments,
     AMP scaler) starts fresh. Steps in the result and the log count from 0; ``capture_at`` must be
     ``>= k``.
+
+    ``on_epoch_end(step, module)`` (not for streams, which have no epochs) is called with the
+    unwrapped module at every epoch boundary the run reaches after ``start_step`` and at its last
+    step, after that step's evaluation and checkpoint. Returning True stops the run there, as if its
+    budget ended at that step: the step gets an evaluation if ``eval_every`` did not give it one,
+    best-val, test accuracies and ``final_model`` work as usual, and ``result.steps`` counts the
+    steps actually trained (e.g. Early-Bird tickets). A run resumed from a checkpoint taken at a
+    boundary calls it again at that step before training further, so a stop decided there is decided
+    again: the hook must give the same answer when called twice for one step (key its state by step).
+    Under torchrun rank 0's answer counts.
 
     Data that is batch-indexable (a ``TensorDataset``, or a class declaring ``batch_indexable = True``,
     see :mod:`ticket_zoo.batches`) is batched in one indexing op per step; other datasets go through a
@@ -271,6 +283,17 @@ def train(
         ([10, 20, 30], True, True)
         >>> again.history == r.history  # the finished run was resumed from its checkpoint: nothing to train
         True
+
+        Stopping early at an epoch boundary (4 steps an epoch here; the budget is 24 steps):
+
+        >>> seen = []
+        >>> def stop_after_two_epochs(step, module):
+        ...     seen.append(step)
+        ...     return step >= 8
+        >>> cfg = TrainConfig(iterations=24, batch_size=32, eval_every=3)
+        >>> r = train(nn.Linear(2, 2), data, data, cfg, on_epoch_end=stop_after_two_epochs, progress=False)
+        >>> seen, r.steps, [h["step"] for h in r.history]  # step 8 gets an evaluation of its own
+        ([4, 8], 8, [3, 6, 8])
     """
     t0 = time.perf_counter()
     if not isinstance(config, TrainConfig):
@@ -290,6 +313,8 @@ def train(
             f"batch_size ({config.batch_size}) must be divisible by the number of processes ({ctx.world})"
         )
     total, spe = _budget(config, train_set, config.batch_size)
+    if on_epoch_end is not None and (spe is None or is_stream(train_set)):
+        raise ConfigError("on_epoch_end needs epochs: the training data is a stream; give a sized dataset")
     if not _is_int(start_step) or not 0 <= start_step <= total:
         raise ConfigError(
             f"start_step must be an int in [0, {total}] (the run's iterations), got {start_step!r}"
@@ -342,6 +367,7 @@ def train(
         log_path=log_path,
         progress=progress,
         final_model=final_model,
+        on_epoch_end=on_epoch_end,
     )
 
     rng_devices = [ctx.device] if cuda else []
@@ -423,6 +449,9 @@ def _run(plan: _Plan, parts: Trainables, net: nn.Module, st: TrainState) -> None
     )
     net.train()
     try:
+        # Resumed at an epoch boundary: the hook decides again before training further.
+        if _epoch_end(plan, parts, st, None, bar):
+            return
         if st.step == total and not st.history:  # start_step == total: nothing to train, one evaluation
             _evaluate_now(plan, module, st, optimizer.param_groups[0]["lr"], bar)
             _save(plan, parts, st)
@@ -464,9 +493,29 @@ def _run(plan: _Plan, parts: Trainables, net: nn.Module, st: TrainState) -> None
                 if st.step % plan.checkpoint_every == 0 or st.step == total:
                     _save(plan, parts, st)
                 if st.step == total or (not plan.stream and st.step % spe == 0):
+                    if _epoch_end(plan, parts, st, lr, bar):
+                        return
                     break
     finally:
         bar.close()
+
+
+def _epoch_end(plan: _Plan, parts: Trainables, st: TrainState, lr: float | None, bar: _progress.Bar) -> bool:
+    """Call ``plan.on_epoch_end`` at an epoch boundary or the last step (after ``start_step``);
+    True: the run stops at ``st.step``, evaluated (and checkpointed) there. ``lr`` is the LR of the
+    step just taken (None on resume: recomputed from the schedule, which is LambdaLR, closed-form)."""
+    hook, spe = plan.on_epoch_end, plan.steps_per_epoch
+    if hook is None or st.step <= st.start_step or (st.step % spe and st.step != plan.total):
+        return False
+    stop = torch.tensor([1.0 if hook(st.step, parts.module) else 0.0], dtype=torch.float64)
+    if not plan.ctx.broadcast_(stop).item():
+        return False
+    if not st.history or st.history[-1]["step"] != st.step:
+        if lr is None:
+            lr = parts.scheduler.base_lrs[0] * parts.scheduler.lr_lambdas[0](st.step - 1)
+        _evaluate_now(plan, parts.module, st, lr, bar)
+        _save(plan, parts, st)
+    return True
 
 
 def _evaluate_now(plan: _Plan, module: nn.Module, st: TrainState, lr: float, bar: _progress.Bar) -> None:
@@ -536,7 +585,7 @@ def _finish(plan: _Plan, module: nn.Module, st: TrainState) -> TrainResult:
         final_val_acc=last["val_acc"],
         test_acc=test_acc,
         final_test_acc=final_test,
-        steps=plan.total - st.start_step,
+        steps=st.step - st.start_step,
         seconds=0.0,
         captured=st.captured,
         history=[dict(h) for h in st.history],

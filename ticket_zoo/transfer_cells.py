@@ -159,6 +159,10 @@ def _ticket_family(ticket: Ticket, label: str) -> str:
     # A field renamed since (FindConfig.renamed) is hashed under its first name, so tickets of one
     # recipe found before and after a rename stay one family.
     recipe = {_FIRST_NAME.get(k, k): v for k, v in recipe.items()}
+    # IMP's recipe before methods said `one_shot: false`, after it `method: imp` and no options: the
+    # same run, so the same family.
+    defaults = {"one_shot": False, "method": "imp", "method_options": {}}
+    recipe = {k: v for k, v in recipe.items() if not (k in defaults and v == defaults[k])}
 
     def strip(obj: Any) -> Any:
         if isinstance(obj, Mapping):
