@@ -447,3 +447,32 @@ def test_find_help_lists_the_flags_the_schema_declares(capsys):
         assert flag in text and help_text in text, (flag, help_text)
     for kept in ("--config", "--out", "--set", "--no-progress"):
         assert kept in text
+
+
+def test_find_trains_on_the_thread_policy_and_restores_the_callers_count(tmp_path, monkeypatch) -> None:
+    """A find run's thread count is fixed (1 for a LeNet; --threads N otherwise), not the machine's."""
+    import ticket_zoo.train as train_mod
+
+    seen = []
+    real = train_mod.train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train", spy)
+    cfg = FindConfig.from_dict({**TINY_FIND, "levels": 1})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        find_tickets(cfg, tmp_path / "policy", progress=False)
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # LeNet: one thread; the caller's count back
+        find_tickets(cfg, tmp_path / "given", progress=False, threads=2)
+        assert seen[2:] == [2, 2]
+    finally:
+        torch.set_num_threads(before)
+    parser = __import__("argparse").ArgumentParser(prog="ticket-zoo")
+    register_cli(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["find", "--out", "o", "--threads", "3"]).threads == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["find", "--out", "o", "--threads", "0"])

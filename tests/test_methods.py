@@ -217,11 +217,14 @@ def test_methods_are_separate_families_in_transfer_and_the_report(oneshot_run, t
 def test_imp_tickets_keep_the_family_of_tickets_found_before_methods() -> None:
     from ticket_zoo.transfer_cells import _ticket_family
 
-    recipe = _config().to_dict()
-    old = {k: v for k, v in recipe.items() if k not in ("method", "method_options")} | {"one_shot": False}
-    new = type("T", (), {"meta": {"recipe": recipe}})()
-    before = type("T", (), {"meta": {"recipe": old}})()
-    assert _ticket_family(new, "x-5pct") == _ticket_family(before, "x-5pct")
+    def family(recipe):
+        return _ticket_family(type("T", (), {"meta": {"recipe": recipe}})(), "x-5pct")
+
+    for config, one_shot in ((_config(), False), (_config(method="oneshot", method_options={"train_tickets": True}), True)):
+        recipe = config.to_dict()
+        old = {k: v for k, v in recipe.items() if k not in ("method", "method_options")} | {"one_shot": one_shot}
+        assert family(recipe) == family(old)
+    assert family(_config(method="oneshot").to_dict()) != family(_config().to_dict())
 
 
 # --- the CLI ----------------------------------------------------------------------------------------

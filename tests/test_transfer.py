@@ -74,7 +74,8 @@ def reference(family: Path, tmp_path_factory) -> tuple[Path, list[dict], list[tu
     mp = pytest.MonkeyPatch()
     mp.setattr(train_mod, "train", spy)
     try:
-        rows = transfer(_config(family), out, progress=False, report=True)
+        # One cell at a time (batch=False): the spy sees every training; batched units are test_ensemble's.
+        rows = transfer(_config(family), out, progress=False, report=True, batch=False)
     finally:
         mp.undo()
     return out, rows, trained
@@ -163,7 +164,7 @@ def test_sigkill_mid_grid_then_resume_gives_same_results(reference, family: Path
     recipe.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "ticket_zoo.cli", "transfer", "--config", str(recipe), "--out", str(out),
-           "--quiet", "--no-report"]  # fmt: skip
+           "--quiet", "--no-report", "--no-batch"]  # fmt: skip (cells one by one: each has a checkpoint)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results = out / "results.jsonl"
     deadline = time.monotonic() + 90
@@ -282,7 +283,7 @@ def test_cli_parses_and_overrides(monkeypatch, tmp_path: Path) -> None:
     assert cfg.tickets == ["a", "b"] and cfg.seeds == [0, 1]
     assert cfg.optimizers == {"adam": transfer_mod.OPTIMIZER_PRESETS["adam"]}
     assert cfg.train_config("adam").iterations == 7
-    assert seen["kw"] == {"progress": False, "report": True}
+    assert seen["kw"] == {"progress": False, "report": True, "workers": "auto"}  # the CLI's default: parallel
     bad = parser.parse_args(
         ["transfer", "--ticket", "a", "--target", "d", "--out", "o", "--optimizers", "adan"]
     )

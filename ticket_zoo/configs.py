@@ -809,6 +809,9 @@ def find_arguments(subparsers: Any) -> argparse.ArgumentParser:
                    help="find recipe: a YAML file or a shipped recipe's name (e.g. lenet_300_100-digits04)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it exists)")
     FindConfig.add_flags(p)  # --arch, --method, --dataset, --levels, --target-density, --seed, --lr, ...
+    p.add_argument("--threads", type=number(int, low=1), metavar="N",
+                   help="torch threads for the run (default: 1 for networks under 5M parameters, else every core; "
+                   "fixed so results do not depend on the machine)")  # fmt: skip
     _add_set(p, "train.lr=0.01 or method_options.batches=2")
     p.epilog = _methods_help()
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -843,6 +846,9 @@ def transfer_arguments(subparsers: Any) -> argparse.ArgumentParser:
         >>> p = transfer_arguments(parser.add_subparsers(dest="command"))
         >>> parser.parse_args(["transfer", "--config", "r.yaml", "--out", "o", "--seeds", "0-2", "7"]).seeds
         [0, 1, 2, 7]
+        >>> a = parser.parse_args(["transfer", "--config", "r.yaml", "--out", "o", "--workers", "2", "--shard", "1/3"])
+        >>> a.workers, a.threads, a.shard, a.no_batch, parser.parse_args(["transfer", "--out", "o"]).workers
+        (2, None, '1/3', False, 'auto')
     """
     budget = ", ".join(f"{k} {v}" for k, v in DEFAULT_TRANSFER_TRAIN.items())
     p = subparsers.add_parser(
@@ -869,6 +875,35 @@ def transfer_arguments(subparsers: Any) -> argparse.ArgumentParser:
     _add_set(p, "train.lr=0.01 or optimizers.sgd.lr=0.1")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     _add_no_progress(p)
+
+    def workers(value: str) -> int | str:
+        return "auto" if value == "auto" else number(int, low=1)(value)
+
+    speed = p.add_argument_group(
+        "speed and clusters",
+        "Cells train in worker processes on a fixed torch thread count per cell, so results do not depend "
+        "on --workers. --shard K/N runs the cells whose unit (cells that train together) has position "
+        "K-1 modulo N in the plan, into OUT/results.shard-K-of-N.jsonl; `ticket-zoo report OUT` merges "
+        "every results file. --submit sends N shards to SLURM (or this machine) as a submitit job array.",
+    )
+    speed.add_argument("--workers", type=workers, default="auto", metavar="N",
+                       help="worker processes (default auto: cores // threads on CPU, 1 on a GPU; 1 = this process)")  # fmt: skip
+    speed.add_argument("--threads", type=number(int, low=1), metavar="N",
+                       help="torch threads per cell (default: 1 for networks under 5M parameters, else all cores)")  # fmt: skip
+    speed.add_argument("--no-batch", action="store_true",
+                       help="train every seed on its own instead of as one batched ensemble where the network allows it")  # fmt: skip
+    speed.add_argument("--shard", metavar="K/N", help="run only shard K of N (1 <= K <= N) of the grid")
+    speed.add_argument("--submit", choices=("slurm", "local"),
+                       help="submit --shards N jobs through submitit: slurm, or local (processes on this machine)")  # fmt: skip
+    speed.add_argument("--shards", type=number(int, low=1), metavar="N", help="with --submit: how many shard jobs")
+    speed.add_argument("--slurm-partition", metavar="P", help="with --submit slurm: the partition")
+    speed.add_argument("--gpus-per-task", type=number(int, low=0), metavar="G", help="with --submit: GPUs per job")
+    speed.add_argument("--cpus-per-task", type=number(int, low=1), metavar="C", help="with --submit: CPUs per job")
+    speed.add_argument("--timeout", type=number(int, low=1), default=24 * 60, metavar="MIN",
+                       help="with --submit: time limit of each job in minutes (default %(default)s); "
+                       "a job that hits it is finished by submitting the same command again")  # fmt: skip
+    speed.add_argument("--no-wait", action="store_true",
+                       help="with --submit local: return once the jobs are started (slurm never waits)")  # fmt: skip
     return p
 
 
@@ -884,11 +919,14 @@ def report_arguments(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "report",
         help=HELP["report"],
-        description="Aggregate OUT/results.jsonl into a markdown table, report.csv, report.json and report.png.",
+        description="Aggregate OUT/results.jsonl and every shard's OUT/results.shard-K-of-N.jsonl (rows merged by "
+        "cell; the same cell with different values is refused) into a markdown table, report.csv, report.json "
+        "and report.png; says which planned cells are still missing.",
     )
     p.add_argument("out_dir", metavar="OUT", help="folder holding results.jsonl (the transfer run's OUT)")
     p.add_argument(
-        "--results-name", default="results.jsonl", help="results file inside OUT (default: %(default)s)"
+        "--results-name", default="results.jsonl",
+        help="results file inside OUT (default: %(default)s, which also merges every shard's results file)"
     )
     p.add_argument(
         "--tolerance",

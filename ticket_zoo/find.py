@@ -56,6 +56,7 @@ from .config import apply_overrides, parse_set
 from .configs import DEFAULT_FIND_TRAIN, FindConfig, TrainConfig, find_arguments
 from .errors import CheckpointError, ConfigError
 from .find_levels import Schedule, density_schedule, layer_fractions, rewind_step
+from .workers import choose, torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Splits
@@ -280,6 +281,7 @@ def find_tickets(
     *,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Find tickets with the config's method (IMP by default) and write one per level under ``out_dir``;
     return the summary rows.
@@ -292,7 +294,10 @@ def find_tickets(
 
     Each row is ``{level, density, val_acc, test_acc, steps, seconds, path}`` (accuracies in percent,
     of the network trained from that level's ticket; test at the best-val weights; ``None`` for a
-    ticket a method wrote without training it). Re-running the same call resumes; a different config
+    ticket a method wrote without training it). ``threads`` is torch's intra-op thread count for the
+    run (default: the thread policy of :mod:`ticket_zoo.workers`, 1 for networks under 5M parameters,
+    else every core), so the result does not depend on the machine's core count or load; the caller's
+    count is restored afterwards. Re-running the same call resumes; a different config
     in the same ``out_dir`` raises :class:`ConfigError`. Under torchrun every rank calls it and trains
     each level together (DDP); rank 0 alone writes.
 
@@ -372,6 +377,7 @@ def find_tickets(
     _dist.on_main(folder.claim_and_clean, out, config)
 
     show = bool(progress) and dist.main
+    threads = _find_threads(threads, sum(p.numel() for p in dense.parameters()))
     run = FindRun(
         config=config,
         out=out,
@@ -388,10 +394,11 @@ def find_tickets(
     )
     # A bar on a terminal; in a log file one line per level and a summary (progress.py).
     total = {"all": last_level + 1, "pruned": last_level, "last": 1}[METHODS.info(config.method).get("writes", "all")]
-    run._bar = _progress.bar(total=total, desc=f"{config.method} levels", enabled=show)
+    run._bar = _progress.bar(total=total, desc="IMP levels" if config.method == "imp" else f"{config.method} levels", enabled=show)
     started = time.perf_counter()
     try:
-        method(run, options)
+        with torch_threads(threads):  # a level's result must not depend on the machine (see workers.py)
+            method(run, options)
     finally:
         run._bar.close()
     # A method that trained the dense network without writing level 0 (early_bird) leaves its
@@ -402,13 +409,19 @@ def find_tickets(
     span = f"levels {rows[0]['level']}-{rows[-1]['level']}" if rows else "no levels"
     densities = f"density {rows[0]['density']:.3f} -> {rows[-1]['density']:.3f}; " if rows else ""
     _progress.line(
-        f"find done ({config.method}): {span}{resumed} in {_progress.seconds(time.perf_counter() - started)}; "
+        f"find done: {span}{resumed} in {_progress.seconds(time.perf_counter() - started)} ({config.method}); "
         f"{densities}summary in {out / folder.SUMMARY_FILE}",
         enabled=show,
     )
     # Stored rows name their level folder relative to OUT (a copied run stays valid); the caller gets
     # paths it can use as they are: OUT/level_XX.
     return [{**row, "path": str(out / row["path"])} for row in rows]
+
+
+def _find_threads(threads: int | None, parameters: int) -> int:
+    """``threads``, checked, or the policy's default for a network of ``parameters`` (per rank under
+    torchrun: the ranks of one machine share its cores)."""
+    return choose(workers=1, threads=threads, parameters=[parameters], units=1)[1]
 
 
 def _ticket_meta(run: FindRun, level: int, density: float) -> dict[str, Any]:
@@ -608,7 +621,7 @@ def _cli(args: argparse.Namespace) -> int:
         config = FindConfig.from_dict({"train": dict(DEFAULT_FIND_TRAIN)}, overrides)
     else:
         config = FindConfig.from_yaml(args.config, overrides)
-    rows = find_tickets(config, args.out, progress=not args.no_progress)
+    rows = find_tickets(config, args.out, progress=not args.no_progress, threads=args.threads)
     if not _dist.is_main():
         return 0
     print(f"{'level':>5}  {'density':>8}  {'val %':>6}  {'test %':>6}  path")

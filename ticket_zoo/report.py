@@ -10,7 +10,9 @@ turns those rows into
 * **matching sparsity**: the lowest density at which the winning ticket stays within a tolerance of
   the dense network;
 
-and writes them as ``report.csv``, ``report.json``, ``report.png`` and a markdown table.
+and writes them as ``report.csv``, ``report.json``, ``report.png`` and a markdown table. The rows of
+a sharded grid (``OUT/results.shard-K-of-N.jsonl``, :mod:`ticket_zoo.shards`) are merged by cell with
+``OUT/results.jsonl``, and the cells of ``OUT/plan.json`` still missing are named.
 
 A *setting* is ``(family, arch, source, target, optimizer, config)``: one ticket family transferred
 to one target with one optimizer. The family is the find run (or catalogue family) the tickets came
@@ -43,6 +45,7 @@ import io
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,8 +54,9 @@ import numpy as np
 from scipy import stats
 
 from ._io import atomic_write_bytes, atomic_write_text, prepare_out_dir
-from .errors import ConfigError
+from .errors import ConfigError, shorten
 from .runfiles import read_rows
+from .shards import RESULTS_FILE, TIMING_FIELDS, missing_cells, results_files
 
 if TYPE_CHECKING:  # matplotlib loads only when a plot is drawn
     from matplotlib.figure import Figure
@@ -137,7 +141,10 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a ``results.jsonl`` written by the transfer engine.
+    """Read a ``results.jsonl`` written by the transfer engine, or, given a folder, every results file
+    in it (``results.jsonl`` and each shard's ``results.shard-K-of-N.jsonl``) merged by cell: a cell
+    recorded twice with the same values (timing fields aside) is one row, with different values a
+    :class:`~ticket_zoo.errors.ConfigError`.
 
     A malformed *last* line is what a writer killed mid-write leaves behind: it is skipped with a
     ``UserWarning``. A malformed line anywhere else, or a row missing required fields, raises
@@ -150,8 +157,45 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ('winning', 97.1)
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_merged(path)
     rows = read_rows(path, missing_ok=False, line_numbers=True)
     return [_check_row(obj, f"{path}: line {lineno}") for lineno, obj in rows]
+
+
+def _read_merged(out: Path) -> list[dict[str, Any]]:
+    """Every results file of ``out`` (``results.jsonl`` and each shard's), merged by cell id.
+
+    A cell recorded twice with the same values (timing fields aside) is one row; with different
+    values it is a :class:`ConfigError` naming the cell, the files and the first differing field.
+    Rows without a cell id (hand-made files) are all kept.
+    """
+    files = results_files(out)
+    if not files:
+        read_rows(out / RESULTS_FILE, missing_ok=False)  # the one "no results file" message
+    merged: list[dict[str, Any]] = []
+    seen: dict[str, tuple[dict[str, Any], str]] = {}
+    for path in files:
+        for lineno, obj in read_rows(path, line_numbers=True):
+            where = f"{path.name}: line {lineno}"
+            row = _check_row(obj, f"{path}: line {lineno}")
+            cell = obj.get("cell")
+            if not isinstance(cell, str):
+                merged.append(row)
+                continue
+            if cell in seen:
+                first, first_where = seen[cell]
+                differ = sorted(k for k in {*first, *row} - set(TIMING_FIELDS) if first.get(k) != row.get(k))
+                if differ:
+                    raise ConfigError(
+                        f"cell {shorten(cell)} is recorded twice with different values ({first_where} and {where}: "
+                        f"{differ[0]} differs); the results files in {out} come from different runs: keep one "
+                        "run's files per folder"
+                    )
+                continue
+            seen[cell] = (row, where)
+            merged.append(row)
+    return merged
 
 
 # --- statistics ----------------------------------------------------------------------------------------
@@ -741,6 +785,12 @@ def build_report(
     :class:`~ticket_zoo.errors.ConfigError` naming the field and values; with ``split_differing``
     they are reported as separate settings instead.
 
+    With the default ``results_name`` the rows are those of every results file in ``OUT`` merged by
+    cell (:func:`read_results` on the folder: shards of one grid). When ``OUT/plan.json`` (written by
+    ``transfer``) lists cells that have no row yet, the report covers the recorded ones, says on
+    stderr how many are missing and which shard should have run them, and the returned dict (and
+    ``report.json``) gains ``"missing"``: those cell ids.
+
     Example::
 
         >>> report = build_report("runs/conv4-digits", show=False)  # doctest: +SKIP
@@ -750,13 +800,18 @@ def build_report(
     out = Path(out_dir)
     if not out.is_dir():
         raise ConfigError(f"{out} is not a folder; pass the OUT folder the transfer run wrote to")
-    rows = read_results(out / results_name)
+    # The default name stands for every results file of OUT: results.jsonl and each shard's.
+    merged = results_name == RESULTS_FILE
+    rows = read_results(out if merged else out / results_name)
     # report.csv/json/png go beside the results: a read-only or virtual folder is one clear line.
     prepare_out_dir(out, what="report folder")
     if not rows:
         raise ConfigError(
             f"{out / results_name} holds no results yet; run or resume `ticket-zoo transfer` first"
         )
+    missing, planned, missing_text = (
+        missing_cells(out, [r["cell"] for r in rows if isinstance(r.get("cell"), str)]) if merged else ([], 0, "")
+    )
     _check_tolerance(tolerance)
     rows = _separate_configs(rows, split_differing)
     # read_results has checked the rows already: group them once for every statistic.
@@ -769,12 +824,17 @@ def build_report(
         "matching": _matching(summary, tolerance, "winning"),
     }
     report["headline"] = _headline(report["comparisons"])
+    if planned:  # OUT/plan.json exists (written by transfer): which planned cells have no row yet
+        report["missing"] = missing
     _write_csv(out / "report.csv", report)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     atomic_write_text(out / "report.json", text)
     _write_png(out / "report.png", report["summary"])
     if show:
         print(markdown_table(report))
+    if missing_text:  # a partial report: say so even when the table is not printed
+        print(f"ticket-zoo report: {missing_text}; the report covers the {planned - len(missing)} recorded",
+              file=sys.stderr)  # fmt: skip
     return report
 
 

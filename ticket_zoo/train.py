@@ -75,7 +75,7 @@ from .errors import ConfigError
 from .masked import apply_masks_, hold_masks
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["TrainConfig", "TrainResult", "build_optimizer", "build_scheduler", "evaluate", "train"]
+__all__ = ["TrainConfig", "TrainResult", "build_optimizer", "build_scheduler", "evaluate", "step_budget", "train"]
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -164,8 +164,9 @@ def evaluate(
 # --- the loop --------------------------------------------------------------------------------------
 
 
-def _budget(config: TrainConfig, train_set: Any, global_batch: int) -> tuple[int, int | None]:
-    """(total iterations, iterations per epoch or None for a stream of unknown length)."""
+def step_budget(config: TrainConfig, train_set: Any, global_batch: int) -> tuple[int, int | None]:
+    """A run's (total iterations, iterations per epoch or None for a stream of unknown length); the
+    batched ensemble (ensemble.py) counts its steps with it too."""
     n = dataset_len(train_set)
     if n is not None and not is_stream(train_set):
         if n < global_batch:
@@ -312,7 +313,7 @@ def train(
         raise ConfigError(
             f"batch_size ({config.batch_size}) must be divisible by the number of processes ({ctx.world})"
         )
-    total, spe = _budget(config, train_set, config.batch_size)
+    total, spe = step_budget(config, train_set, config.batch_size)
     if on_epoch_end is not None and (spe is None or is_stream(train_set)):
         raise ConfigError("on_epoch_end needs epochs: the training data is a stream; give a sized dataset")
     if not _is_int(start_step) or not 0 <= start_step <= total:

@@ -21,6 +21,10 @@ owns the config, the order of work, the output folder and the command line.
 * :func:`run_cell` makes the control ticket, builds it with a fresh head for the target, fine-tunes it
   with :func:`ticket_zoo.train.train` while pruned weights stay exactly zero, checks that they did and
   returns its metrics; :func:`cell_row` is the row recorded for it.
+* :func:`group_cells` makes units of work: the runs of one (ticket, target, optimizer) on a small
+  network without BatchNorm or dropout (lenet_300_100, conv2/4/6) are one unit, which
+  :func:`run_unit` trains as one vmapped ensemble (:mod:`ticket_zoo.ensemble`); a row says how many
+  runs trained together in ``batched``.
 
 Example:
     >>> from ticket_zoo.transfer_grid import TransferConfig
@@ -37,6 +41,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import platform
 import re
 from collections.abc import Mapping
@@ -62,18 +67,21 @@ __all__ = [
     "TicketRef",
     "cell_row",
     "check_input_size",
+    "group_cells",
     "inspect_tickets",
     "load_ticket",
     "plan",
     "run_cell",
+    "run_unit",
 ]
 
 TICKET_FILE = "ticket.safetensors"
 # Bump when the meaning of a cell changes, so old rows are not mistaken for new ones.
 _ENGINE_VERSION = 1
-# The metrics of a row that a cell sharing its run takes over (see transfer_grid.transfer).
+# The metrics of a row that a cell sharing its run takes over (see transfer_grid.transfer). "batched"
+# is how many runs trained together as one ensemble (1: alone; see group_cells).
 METRICS = ("test_acc", "val_acc", "final_val_acc", "final_test_acc", "best_step", "steps", "density",
-           "train_seconds", "images_per_second")  # fmt: skip
+           "train_seconds", "images_per_second", "batched")  # fmt: skip
 
 
 # --- tickets -----------------------------------------------------------------------------------------
@@ -159,10 +167,9 @@ def _ticket_family(ticket: Ticket, label: str) -> str:
     # A field renamed since (FindConfig.renamed) is hashed under its first name, so tickets of one
     # recipe found before and after a rename stay one family.
     recipe = {_FIRST_NAME.get(k, k): v for k, v in recipe.items()}
-    # IMP's recipe before methods said `one_shot: false`, after it `method: imp` and no options: the
-    # same run, so the same family.
-    defaults = {"one_shot": False, "method": "imp", "method_options": {}}
-    recipe = {k: v for k, v in recipe.items() if not (k in defaults and v == defaults[k])}
+    # Recipes before pruning methods said `one_shot: false|true`; since, `method: imp` or `method:
+    # oneshot` with `train_tickets: true`. The same run is the same family: hash the old spelling.
+    recipe = _old_method_spelling(recipe)
 
     def strip(obj: Any) -> Any:
         if isinstance(obj, Mapping):
@@ -170,6 +177,19 @@ def _ticket_family(ticket: Ticket, label: str) -> str:
         return obj
 
     return f"{prefix}@{fingerprint(strip(recipe))[:8]}"
+
+
+def _old_method_spelling(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``method: imp`` (no options) as ``one_shot: false``, ``method: oneshot`` with trained tickets as
+    ``one_shot: true``: what a find recipe said before methods, so families keep their hash."""
+    method, options = recipe.get("method"), recipe.get("method_options") or {}
+    one_shot = {("imp", ()): False, ("oneshot", (("train_tickets", True),)): True}.get(
+        (method, tuple(sorted(options.items()))) if isinstance(options, Mapping) else None
+    )
+    if one_shot is None:
+        return recipe
+    rest = {k: v for k, v in recipe.items() if k not in ("method", "method_options")}
+    return {**rest, "one_shot": one_shot}
 
 
 def _inspect_ticket(spec: str, where: str, input_size: tuple[int, int, int] | None) -> TicketRef:
@@ -384,7 +404,11 @@ def run_cell(
         final_model="best",  # check the very weights whose test accuracy is reported
     )
     _assert_pruned_zero(model, masks, cell.run_id)
+    return _metrics(result, made, train_cfg, float(result.seconds), batched=1)
 
+
+def _metrics(result: Any, made: Ticket, train_cfg: TrainConfig, seconds: float, batched: int) -> dict[str, Any]:
+    """The :data:`METRICS` of one run; ``seconds`` is its training time (its share of an ensemble's)."""
     steps = int(result.steps)
     return {
         "test_acc": result.test_acc,
@@ -394,9 +418,138 @@ def run_cell(
         "best_step": int(result.best_step),
         "steps": steps,
         "density": float(made.density),
-        "train_seconds": round(float(result.seconds), 3),
-        "images_per_second": round(steps * train_cfg.batch_size / max(float(result.seconds), 1e-9), 1),
+        "train_seconds": round(seconds, 3),
+        "images_per_second": round(steps * train_cfg.batch_size / max(seconds, 1e-9), 1),
+        "batched": batched,
     }
+
+
+# --- units of work -----------------------------------------------------------------------------------
+
+
+def _arch_problem(arch: str, arch_kwargs: Mapping[str, Any]) -> str | None:
+    """:func:`ticket_zoo.ensemble.architecture_problem` of ``arch`` built on the meta device (cached)."""
+    key = (arch, json.dumps(arch_kwargs, sort_keys=True, default=str))
+    if key not in _ARCH_PROBLEMS:
+        from .ensemble import architecture_problem
+
+        try:
+            _ARCH_PROBLEMS[key] = architecture_problem(create_model(arch, arch_kwargs, device="meta"))
+        except Exception as exc:  # noqa: BLE001 - not buildable here: train it the ordinary way
+            _ARCH_PROBLEMS[key] = f"cannot be built on the meta device ({exc})"
+    return _ARCH_PROBLEMS[key]
+
+
+_ARCH_PROBLEMS: dict[tuple[str, str], str | None] = {}
+
+
+def _batch_key(cell: Cell) -> tuple | None:
+    """What the runs batched with ``cell``'s must share, or None if its run trains alone.
+
+    The ticket, target and optimizer, and the train config without its seed; the architecture and
+    the config must pass :func:`ticket_zoo.ensemble.why_not_batchable`'s checks that need no data.
+    """
+    train = {k: v for k, v in cell.train.items() if k != "seed"}
+    if train.get("amp") or train.get("channels_last") or train.get("num_workers"):
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return None
+    if _arch_problem(cell.ref.arch, cell.ref.arch_kwargs) is not None:
+        return None
+    return (cell.ref.digest, cell.target, cell.optimizer, fingerprint(train))
+
+
+def group_cells(cells: list[Cell], *, batch: bool = True) -> list[list[Cell]]:
+    """The pending ``cells`` as units of work, in plan order (of each unit's first cell).
+
+    Cells sharing a ``run_id`` are always in one unit (the run trains once; the others take its
+    metrics). Without ``batch`` that is all: one unit per run. With ``batch`` (the default) the runs
+    of one (ticket, target, optimizer, train config but the seed) whose architecture can be vmapped
+    (:func:`ticket_zoo.ensemble.architecture_problem`: lenet_300_100 and conv2/4/6, not networks
+    with BatchNorm or dropout) form one unit: all their seeds and controls, trained as one ensemble
+    by :func:`run_unit`. A dense run shared across sources joins the unit of its first cell. The
+    grouping depends on the cells only (not on workers or the machine's load), so every process of
+    a grid makes the same units.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> ref = SimpleNamespace(arch="lenet_300_100", arch_kwargs={"num_classes": 5}, digest="d1")
+        >>> cells = [Cell(f"c{s}{c}", f"r{s}{c}", ref, c, "digits[5-9]", "sgd", s, {"seed": s})
+        ...          for c in ("winning", "dense") for s in (0, 1)]
+        >>> [[c.cell_id for c in unit] for unit in group_cells(cells)]
+        [['c0winning', 'c1winning', 'c0dense', 'c1dense']]
+        >>> [[c.cell_id for c in unit] for unit in group_cells(cells, batch=False)]
+        [['c0winning'], ['c1winning'], ['c0dense'], ['c1dense']]
+    """
+    units: list[list[Cell]] = []
+    unit_of_run: dict[str, int] = {}
+    unit_of_key: dict[tuple, int] = {}
+    for cell in cells:
+        index = unit_of_run.get(cell.run_id)
+        if index is None:
+            key = _batch_key(cell) if batch else None
+            index = unit_of_key.get(key) if key is not None else None
+            if index is None:
+                index = len(units)
+                units.append([])
+                if key is not None:
+                    unit_of_key[key] = index
+            unit_of_run[cell.run_id] = index
+        units[index].append(cell)
+    return units
+
+
+def run_unit(
+    unit: list[Cell], ticket: Ticket, splits: Any, cfg: TransferConfig, out: Path, progress: bool
+) -> list[dict[str, Any]]:
+    """Train one unit of :func:`group_cells` (``ticket`` is ``unit[0]``'s); the metrics of each cell, in order.
+
+    A unit of two or more runs that :func:`ticket_zoo.ensemble.why_not_batchable` accepts trains as one
+    ensemble (:func:`ticket_zoo.ensemble.train_ensemble`): each run's metrics say ``"batched": K``
+    and its ``train_seconds`` is its share (1/K) of the ensemble's time. Otherwise the runs train one
+    by one with :func:`run_cell` (``"batched": 1``). Each run writes ``out/cells/<run>/log.jsonl``.
+    An ensemble keeps no checkpoint: a unit killed mid-way trains again from step 0 when the grid
+    resumes (its rows are only written once it finishes, so none is written twice).
+    """
+    first: dict[str, Cell] = {}
+    for cell in unit:
+        first.setdefault(cell.run_id, cell)
+    by_run = _run_batched(list(first.values()), ticket, splits, cfg, out, progress) if len(first) > 1 else None
+    if by_run is None:
+        by_run = {}
+        for cell in unit:
+            if cell.run_id not in by_run:
+                by_run[cell.run_id] = run_cell(cell, ticket, splits, cfg, out, progress)
+    return [dict(by_run[cell.run_id]) for cell in unit]
+
+
+def _run_batched(
+    runs: list[Cell], ticket: Ticket, splits: Any, cfg: TransferConfig, out: Path, progress: bool
+) -> dict[str, dict[str, Any]] | None:
+    """Train ``runs`` (one cell per run) as one ensemble; their metrics by run id, or None if they
+    cannot be batched (then the caller trains them one by one)."""
+    from .ensemble import Member, train_ensemble, why_not_batchable
+
+    made, members, held = [], [], []
+    for cell in runs:
+        control = get_control(cell.control)(ticket, cell.seed)
+        model, masks = _build(control, splits.spec.num_classes, cell.seed, cfg.new_head)
+        train_cfg = TrainConfig.from_dict(cell.train)
+        keep = masks if any(not bool(m.all()) for m in masks.values()) else None  # as run_cell
+        made.append(control)
+        held.append(masks)
+        members.append(Member(model, train_cfg, keep, out / "cells" / cell.run_id / "log.jsonl"))
+    if why_not_batchable([m.model for m in members], [m.config for m in members], splits.train) is not None:
+        return None
+    label = f"{len(runs)} runs batched" if progress else False
+    results = train_ensemble(members, splits.train, splits.val, test_set=splits.test, final_model="best",
+                             progress=label)  # fmt: skip
+    k = len(runs)
+    metrics = {}
+    for cell, control, member, masks, result in zip(runs, made, members, held, results, strict=True):
+        _assert_pruned_zero(member.model, masks, cell.run_id)  # every member's best weights
+        metrics[cell.run_id] = _metrics(result, control, member.config, float(result.seconds) / k, batched=k)
+    return metrics
 
 
 def _versions() -> dict[str, str]:
@@ -445,6 +598,7 @@ def cell_row(cell: Cell, metrics: Mapping[str, Any], cfg: TransferConfig) -> dic
         "train_config": cell.train,
         "train_seconds": metrics["train_seconds"],
         "images_per_second": metrics["images_per_second"],
+        "batched": metrics.get("batched") or 1,  # rows recorded before batching trained alone
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }

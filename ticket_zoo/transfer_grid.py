@@ -14,7 +14,10 @@ line to ``OUT/results.jsonl``.
 Layout of ``OUT``::
 
     OUT/results.jsonl            one row per finished cell (the report reads it)
+    OUT/results.shard-K-of-N.jsonl   the rows of shard K of N (--shard K/N), merged by the report
+    OUT/plan.json                every planned cell id and its unit (the report names missing cells)
     OUT/transfer.json            the resolved config of the last run
+    OUT/submitit/                the jobs' logs of --submit slurm|local
     OUT/cells/<run>/log.jsonl    the learning curve of each run (one line per evaluation)
     OUT/cells/<run>/ckpt/        the train checkpoint of a run in progress (removed when recorded)
 
@@ -22,7 +25,9 @@ Resuming: re-running the same command skips every cell already in ``results.json
 identified by a hash of what decides their result, see :mod:`ticket_zoo.transfer_cells`); a cell
 killed mid-way resumes from its train checkpoint; a torn last line left by a killed writer is
 dropped before anything is appended (:func:`ticket_zoo.runfiles.read_rows`). One process per ``OUT``
-at a time (or one torchrun job, whose rank 0 alone writes).
+and results file at a time (or one torchrun job, whose rank 0 alone writes): shards of one grid
+(:mod:`ticket_zoo.shards`) may run at once, each appending to its own file; worker processes
+(:mod:`ticket_zoo.workers`) only train, the parent appends every row.
 
 Example (a miniature grid: a catalogue ticket shipped in the package, offline digits, 20 steps a cell):
 
@@ -68,14 +73,22 @@ from .configs import (  # the schema; re-exported here, where it was declared be
     transfer_arguments,
 )
 from .errors import ConfigError, did_you_mean
-from .runfiles import append_row, read_rows
-from .transfer_cells import METRICS, Cell, cell_row, load_ticket, plan, run_cell
+from .runfiles import append_row
+from .shards import (
+    RESULTS_FILE,
+    TIMING_FIELDS,
+    missing_cells,
+    parse_shard,
+    read_recorded,
+    results_name,
+    shard_units,
+    write_plan,
+)
+from .transfer_cells import METRICS, Cell, TicketRef, cell_row, group_cells, plan
 
-__all__ = ["OPTIMIZER_PRESETS", "RESULTS_FILE", "TIMING_FIELDS", "TransferConfig", "register_cli", "transfer"]
+__all__ = ["OPTIMIZER_PRESETS", "RESULTS_FILE", "TIMING_FIELDS", "TransferConfig", "pending_shards", "register_cli",
+           "run_shard", "transfer"]
 
-RESULTS_FILE = "results.jsonl"
-#: Fields of a result row that measure the machine, not the experiment.
-TIMING_FIELDS = ("train_seconds", "images_per_second", "finished_at")
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -94,6 +107,10 @@ def transfer(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     report: bool = True,
+    workers: int | str | None = None,
+    threads: int | None = None,
+    shard: tuple[int, int] | str | None = None,
+    batch: bool = True,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the transfer grid into ``out_dir``; return the rows of this grid's cells.
 
@@ -101,9 +118,21 @@ def transfer(
     (``"transfer-digits"``). ``overrides`` are the CLI's ``--set KEY=VALUE`` as a mapping, with the
     meaning of :func:`ticket_zoo.config.apply_overrides`, e.g. ``{"train.iterations": 50, "seeds": [0, 1]}``.
     The config is validated, then the grid planned (every ticket loaded once and checked against its
-    input size), before anything is written or trained. Cells already in ``out_dir/results.jsonl``
-    are skipped; a cell killed mid-way resumes from its checkpoint. With ``report`` the report
-    (:mod:`ticket_zoo.report`) is written at the end.
+    input size), before anything is written or trained. Cells already recorded in any results file
+    of ``out_dir`` are skipped; a cell killed mid-way resumes from its checkpoint. With ``report`` the
+    report (:mod:`ticket_zoo.report`) is written at the end, by the run that completes the grid.
+
+    Speed (:mod:`ticket_zoo.workers`): every unit of cells trains on ``threads`` torch threads
+    (default: 1 for networks under 5M parameters, else all cores), applied to this process too (the
+    caller's count is restored), so results do not depend on ``workers``. ``workers=None`` (the
+    library default) trains here, in this process; ``workers="auto"`` (the CLI default) uses
+    ``cores // threads`` worker processes; an int that many. ``batch`` lets seeds of one (ticket,
+    target, optimizer) train as one unit where the architecture allows it
+    (:func:`ticket_zoo.transfer_cells.group_cells`; ``--no-batch`` turns it off).
+
+    Shards (:mod:`ticket_zoo.shards`): ``shard=(K, N)`` (or ``"K/N"``) runs only the units whose
+    position in the plan is ``K-1`` modulo ``N`` and appends to ``out_dir/results.shard-K-of-N.jsonl``;
+    it returns the rows of its own cells.
 
     Example (the shipped digits recipe, cut down by ``overrides`` to one ticket, one control, one seed and
     20 steps: two cells, one per optimizer of the recipe; the full recipe takes a minute or two):
@@ -117,14 +146,12 @@ def transfer(
         >>> all(0 <= r["test_acc"] <= 100 for r in rows)  # accuracies in percent, one per cell
         True
     """
-    from .data import load_splits
+    from . import workers as _workers
 
-    if not isinstance(config, TransferConfig):
-        cfg = TransferConfig.from_yaml(config, overrides)
-    elif overrides:
-        cfg = TransferConfig.from_dict(config.to_dict(), overrides)
-    else:
-        cfg = config
+    cfg = _resolve(config, overrides)
+    shard = parse_shard(shard)
+    if workers is not None and workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)):
+        raise ConfigError(f"workers must be a whole number >= 1 or 'auto', got {workers!r}")
     # Under torchrun every rank joins the process group here, before anything is read or written;
     # rank 0 alone writes (transfer.json, results rows, report) and every rank gets its rows.
     train_device = cfg.train.get("device", "auto") if isinstance(cfg.train, Mapping) else "auto"
@@ -132,76 +159,133 @@ def transfer(
     # together: a failure on any rank (a ticket one rank cannot read) stops every rank.
     _dist.together(cfg.validate)
     cells = _dist.together(plan, cfg)
+    # Units (cells that train together) over the whole plan: the shard partition never splits one.
+    units = group_cells(cells, batch=batch)
+    mine = shard_units(units, shard)
+    my_cells = [c for u in mine for c in u]
     out = Path(out_dir)
-    results_path = out / RESULTS_FILE
-    existing = _dist.on_main(_open_out, out, cfg, cells)
-    by_cell = {r["cell"]: r for r in existing if isinstance(r.get("cell"), str)}
-    by_run = {r["run"]: r for r in existing if isinstance(r.get("run"), str)}
-    pending = [c for c in cells if c.cell_id not in by_cell]
+    results_path = out / results_name(shard)
+    existing = _dist.on_main(_open_out, out, cfg, cells, units, shard)
+    by_cell: dict[str, dict[str, Any]] = {}
+    by_run: dict[str, dict[str, Any]] = {}
+    for r in existing:  # first row wins; the report checks that duplicates agree
+        if isinstance(r.get("cell"), str):
+            by_cell.setdefault(r["cell"], r)
+        if isinstance(r.get("run"), str):
+            by_run.setdefault(r["run"], r)
+    todo = [[c for c in u if c.cell_id not in by_cell] for u in mine]
+    todo = [u for u in todo if u]
+    pending = sum(len(u) for u in todo)
     # A bar on a terminal; in a log file one line per cell and a summary (progress.py).
     show = bool(progress) and ctx.main
-    bar = _progress.bar(total=len(cells), initial=len(cells) - len(pending), desc="transfer", unit="cell",
+    bar = _progress.bar(total=len(my_cells), initial=len(my_cells) - pending, desc="transfer", unit="cell",
                         enabled=show)  # fmt: skip
-    number = {c.cell_id: i for i, c in enumerate(cells, 1)}
+    number = {c.cell_id: i for i, c in enumerate(my_cells, 1)}
     started = time.perf_counter()
-    splits_key: tuple | None = None
-    splits = None
-    loaded: tuple[str, Any] | None = None
+
+    def record(cell: Cell, metrics: Mapping[str, Any], took: str) -> None:
+        # Rank 0 (the parent, never a worker) appends the one row of this cell; every rank keeps it.
+        row = _dist.on_main(_record, results_path, cell_row(cell, metrics, cfg), out / "cells" / cell.run_id)
+        by_cell[cell.cell_id] = row
+        by_run.setdefault(cell.run_id, row)
+        bar.update(1)
+        _progress.line(
+            f"transfer cell {number[cell.cell_id]}/{len(my_cells)}: {cell.control} {cell.ref.label} -> {cell.target} "
+            f"{cell.optimizer} seed {cell.seed}: test {_progress.percent(metrics.get('test_acc'))} ({took})",
+            enabled=show,
+        )
+
+    how = ""
     try:
-        for cell in pending:
-            cell_started = time.perf_counter()
-            bar.set_postfix_str(
-                f"{cell.control} {cell.target} {cell.optimizer} d={cell.ref.density:.3g} s{cell.seed}"
-            )
-            done = by_run.get(cell.run_id)
-            if done is not None:  # another cell of the same run is recorded: its metrics are this cell's
-                metrics = {k: done.get(k) for k in METRICS}
-            else:
-                key = (cell.target, cell.ref.input_size)
-                if key != splits_key:  # cells are ordered by target, so each target loads once per size
-                    # together: a failed download on one rank stops every rank instead of leaving it waiting
-                    splits = _dist.together(load_splits, cell.target, input_size=cell.ref.input_size,
-                                            val_fraction=cfg.val_fraction, seed=cfg.data_seed, limit=cfg.limit)  # fmt: skip
-                    splits_key = key
-                if loaded is None or loaded[0] != cell.ref.digest:
-                    loaded = (cell.ref.digest, load_ticket(cell.ref))
-                metrics = run_cell(cell, loaded[1], splits, cfg, out, progress)
-            # Rank 0 appends the one row of this cell; every rank keeps that very row (its timing).
-            row = _dist.on_main(_record, results_path, cell_row(cell, metrics, cfg), out / "cells" / cell.run_id)
-            by_cell[cell.cell_id] = row
-            by_run.setdefault(cell.run_id, row)
-            bar.update(1)
-            took = "same run as a recorded cell" if done is not None else _progress.seconds(time.perf_counter() - cell_started)
-            _progress.line(
-                f"transfer cell {number[cell.cell_id]}/{len(cells)}: {cell.control} {cell.ref.label} -> {cell.target} "
-                f"{cell.optimizer} seed {cell.seed}: test {_progress.percent(metrics.get('test_acc'))} ({took})",
-                enabled=show,
-            )
+        # Cells whose run another recorded cell already trained take its metrics, untrained.
+        to_run: list[list[Cell]] = []
+        for unit in todo:
+            for cell in [c for c in unit if c.run_id in by_run]:
+                record(cell, {k: by_run[cell.run_id].get(k) for k in METRICS}, "same run as a recorded cell")
+            rest = [c for c in unit if c.run_id not in by_run]
+            if rest:
+                to_run.append(rest)
+        if to_run:
+            n_workers, n_threads = _workers.choose(
+                workers=None if workers == "auto" else (workers or 1), threads=threads,
+                parameters=_parameters([c.ref for u in to_run for c in u]), units=len(to_run),
+                gpu=_on_gpu(train_device),
+            )  # fmt: skip
+            # Said in the summary line, not up front: an error in a worker stays the only line.
+            how = f" ({n_workers} workers x {n_threads} thread{'s' if n_threads > 1 else ''})" if n_workers > 1 else ""
+            with _workers.UnitRunner(cfg, out, workers=n_workers, threads=n_threads,
+                                     progress=bool(progress) and n_workers == 1) as runner:  # fmt: skip
+                for i, all_metrics in runner.run(to_run):
+                    for cell, metrics in zip(to_run[i], all_metrics, strict=True):
+                        seconds = metrics.get("train_seconds")
+                        took = _progress.seconds(seconds) if isinstance(seconds, (int, float)) else "done"
+                        record(cell, metrics, took)
     finally:
         bar.close()
-    before = f", {len(cells) - len(pending)} recorded before" if len(pending) < len(cells) else ""
+    before = f", {len(my_cells) - pending} recorded before" if pending < len(my_cells) else ""
+    which = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     _progress.line(
-        f"transfer done: {len(cells)} cells{before} in {_progress.seconds(time.perf_counter() - started)}; "
-        f"results in {results_path}",
+        f"transfer done{which}: {len(my_cells)} cells{before} in "
+        f"{_progress.seconds(time.perf_counter() - started)}{how}; results in {results_path}",
         enabled=show,
     )
-    rows = [by_cell[c.cell_id] for c in cells]
+    rows = [by_cell[c.cell_id] for c in cells if c.cell_id in number]  # plan order, whatever ran together
     if report:
-        _dist.on_main(_report, out, progress)
+        _dist.on_main(_report_if_complete, out, progress, shard is not None)
     return rows
 
 
-def _open_out(out: Path, cfg: TransferConfig, cells: list[Cell]) -> list[dict[str, Any]]:
-    """Rank 0, before any training: prepare OUT, tidy what a killed run left, write transfer.json;
-    return the rows already recorded."""
+def _resolve(config: TransferConfig | str | os.PathLike, overrides: Mapping[str, Any] | None) -> TransferConfig:
+    if not isinstance(config, TransferConfig):
+        return TransferConfig.from_yaml(config, overrides)
+    if overrides:
+        return TransferConfig.from_dict(config.to_dict(), overrides)
+    return config
+
+
+def _parameters(refs: list[TicketRef]) -> list[int]:
+    """Parameter counts of the distinct architectures of ``refs`` (for the thread policy)."""
+    from .workers import parameter_count
+
+    seen: dict[str, int] = {}
+    for ref in refs:
+        key = json.dumps([ref.arch, ref.arch_kwargs], sort_keys=True, default=str)
+        if key not in seen:
+            seen[key] = parameter_count(ref)
+    return list(seen.values())
+
+
+def _on_gpu(device: Any) -> bool:
+    if str(device).startswith("cuda"):
+        return True
+    if str(device) != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _open_out(
+    out: Path, cfg: TransferConfig, cells: list[Cell], units: list[list[Cell]], shard: tuple[int, int] | None
+) -> list[dict[str, Any]]:
+    """Rank 0, before any training: prepare OUT, tidy what a killed run left, write transfer.json and
+    plan.json; return the rows already recorded in every results file of OUT."""
     # A file in the way, no permission, /proc, a read-only disk: one OutputDirError line, up front.
     prepare_out_dir(out, what="--out")
     # Temporaries of atomic writes a killed run left behind, where the grid writes (not all of OUT,
-    # which may be a shared folder holding other programs' files).
-    remove_stale_temps(out, recursive=False)
-    remove_stale_temps(out / "cells")
-    existing = read_rows(out / RESULTS_FILE, repair=True)  # a torn last line is cut before we append
+    # which may be a shared folder holding other programs' files). A shard tidies only its own cells:
+    # other shards may be writing into OUT right now.
+    if shard is None:
+        remove_stale_temps(out, recursive=False)
+        remove_stale_temps(out / "cells")
+    else:
+        for unit in shard_units(units, shard):
+            for cell in unit:
+                remove_stale_temps(out / "cells" / cell.run_id)
+    # A torn last line of our own results file is cut before we append.
+    existing = read_recorded(out, own=results_name(shard))
     atomic_write_text(out / "transfer.json", json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+    write_plan(out, [[c.cell_id for c in u] for u in units], shards=None if shard is None else shard[1])
     recorded = {r.get("cell") for r in existing}
     for cell in cells:  # a kill between "recorded" and "checkpoint removed" leaves a stale checkpoint
         if cell.cell_id in recorded:
@@ -214,6 +298,22 @@ def _record(results_path: Path, row: dict[str, Any], cell_dir: Path) -> dict[str
     append_row(results_path, row)
     shutil.rmtree(cell_dir / "ckpt", ignore_errors=True)
     return row
+
+
+def _report_if_complete(out: Path, show: bool, sharded: bool) -> None:
+    """Build the report when every planned cell is recorded (in any results file of OUT); else say
+    what is missing (other shards still running) and how to build it later. An unsharded run has
+    recorded every cell of its plan: it always builds the report."""
+    if not sharded:
+        _report(out, show)
+        return
+    recorded = {r.get("cell") for r in read_recorded(out)}
+    missing, _, text = missing_cells(out, [c for c in recorded if isinstance(c, str)])
+    if missing:
+        print(f"ticket-zoo transfer: no report yet: {text}; `ticket-zoo report {out}` builds one at any time",
+              file=sys.stderr)  # fmt: skip
+        return
+    _report(out, show)
 
 
 def _report(out: Path, show: bool) -> None:
@@ -256,9 +356,102 @@ def _cli(args: argparse.Namespace) -> int:
         cfg = cfg.replace(optimizers=copy.deepcopy(OPTIMIZER_PRESETS))
     if args.iterations is not None:
         cfg = _replace_budget(cfg, args.iterations)
-    rows = transfer(cfg, args.out, progress=not args.no_progress, report=not args.no_report)
+    speed = {"workers": getattr(args, "workers", "auto"), "threads": getattr(args, "threads", None),
+             "batch": not getattr(args, "no_batch", False)}  # fmt: skip
+    if getattr(args, "submit", None):
+        return _submit(cfg, args, speed)
+    if getattr(args, "shards", None) is not None:
+        raise ConfigError("--shards N goes with --submit slurm|local; to run one shard yourself give --shard K/N")
+    shard = parse_shard(getattr(args, "shard", None))
+    # Only what differs from transfer()'s defaults (workers: the CLI's is "auto", the library's this process).
+    given = {k: v for k, v in (*speed.items(), ("shard", shard)) if v != {"batch": True}.get(k)}
+    rows = transfer(cfg, args.out, progress=not args.no_progress, report=not args.no_report, **given)
     if _dist.is_main() and _progress.interactive():  # in a log, the "transfer done" line already says it
-        print(f"{len(rows)} cells recorded in {Path(args.out) / RESULTS_FILE}", file=sys.stderr)
+        print(f"{len(rows)} cells recorded in {Path(args.out) / results_name(shard)}", file=sys.stderr)
+    return 0
+
+
+# --- shards as jobs (submitit) -----------------------------------------------------------------------
+
+
+def run_shard(config: dict[str, Any], out: str, options: dict[str, Any], shard: tuple[int, int]) -> int:
+    """What one job of ``--submit`` runs: shard ``shard`` of the grid ``config`` (a plain dict, as
+    :meth:`TransferConfig.to_dict` gives) into ``out``, no report; the number of its cells.
+
+    Top-level and taking plain data, so submitit pickles it by reference.
+    """
+    cfg = TransferConfig.from_dict(config)
+    return len(transfer(cfg, out, shard=shard, report=False, **options))
+
+
+def pending_shards(
+    cfg: TransferConfig, out: str | os.PathLike, shards: int, *, batch: bool = True
+) -> tuple[list[int], int]:
+    """Plan the grid, write ``OUT/plan.json`` for ``shards`` shards; ``(shards with missing cells,
+    missing cell count)``. What ``--submit`` calls before submitting anything."""
+    cfg.validate()
+    cells = plan(cfg)
+    units = group_cells(cells, batch=batch)
+    out = Path(out)
+    prepare_out_dir(out, what="--out")
+    write_plan(out, [[c.cell_id for c in u] for u in units], shards=shards)
+    recorded = {r.get("cell") for r in read_recorded(out)}
+    todo: list[int] = []
+    missing = 0
+    for k in range(1, shards + 1):
+        left = sum(c.cell_id not in recorded for u in shard_units(units, (k, shards)) for c in u)
+        if left:
+            todo.append(k)
+            missing += left
+    return todo, missing
+
+
+def _submit(cfg: TransferConfig, args: argparse.Namespace, speed: dict[str, Any]) -> int:
+    """``--submit slurm|local --shards N``: one job array, one task per shard with missing cells."""
+    from . import submit as _submit_mod
+    from .workers import cores
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--submit under torchrun: submit from a plain shell; each job runs on its own")
+    if getattr(args, "shard", None):
+        raise ConfigError("--submit runs every shard; drop --shard K/N (or drop --submit to run one shard here)")
+    n = args.shards
+    if n is None:
+        raise ConfigError(f"--submit {args.submit} needs --shards N (how many jobs to cut the grid into)")
+    out = Path(args.out)
+    todo, missing = pending_shards(cfg, out, n, batch=speed["batch"])
+    say = (lambda text: print(text, file=sys.stderr)) if _dist.is_main() else (lambda text: None)
+    if not todo:
+        say(f"ticket-zoo transfer: every cell of the grid is recorded in {out}; nothing to submit")
+        if not args.no_report:
+            _report(out, not args.no_progress)
+        return 0
+    ex = _submit_mod.executor(
+        args.submit, out, partition=args.slurm_partition, gpus_per_task=args.gpus_per_task or 0,
+        cpus_per_task=args.cpus_per_task, timeout_min=args.timeout,
+    )  # fmt: skip
+    options = dict(speed)
+    if args.submit == "local" and options["workers"] == "auto":
+        # Local jobs share this machine's cores (a SLURM task sees only its own): one worker each.
+        options["workers"] = max(1, cores() // max(1, len(todo)) // (options["threads"] or 1))
+    options["progress"] = True
+    jobs = _submit_mod.submit_shards(run_shard, (cfg.to_dict(), str(out.resolve()), options), todo, n, ex)
+    ids = ", ".join(f"{k}/{n}: {job.job_id}" for k, job in zip(todo, jobs, strict=True))
+    say(f"ticket-zoo transfer: submitted {len(jobs)} of {n} shards ({missing} cells to run) as jobs {ids}")
+    logs = out / _submit_mod.SUBMITIT_DIR
+    if args.submit == "slurm":
+        first = str(jobs[0].job_id).split("_")[0]
+        say(f"  follow them: squeue -j {first}; logs: {logs}/<job id>_0_log.err")
+    else:
+        say(f"  logs: {logs}/<job id>_0_log.err")
+    if args.submit == "slurm" or args.no_wait:
+        say(f"  when they finish: ticket-zoo report {out} (submit the same command again to finish any "
+            "cells a killed job left)")  # fmt: skip
+        return 0
+    _submit_mod.wait(jobs, todo, n)
+    say(f"ticket-zoo transfer: {len(jobs)} shard jobs finished")
+    if not args.no_report:
+        _report_if_complete(out, not args.no_progress, True)
     return 0
 
 
