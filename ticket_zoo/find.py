@@ -258,6 +258,13 @@ class FindRun:
             "path": folder.level_dir(self.out, level).name,
         }
         full = {**_ticket_meta(self, level, density), **dict(meta or {})}
+        return self._write(level, model, masks, rewind, meta=full, row=row, save_rewind=False, final=False)
+
+    def _write(self, level: int, model: torch.nn.Module, masks: Mapping[str, torch.Tensor],
+               rewind: Mapping[str, torch.Tensor], *, meta: dict[str, Any], row: dict[str, Any],
+               save_rewind: bool, final: bool) -> dict[str, Any]:  # fmt: skip
+        """Write ``level`` (ticket, card, ``done.json``; θk and the final weights when asked); rank 0
+        writes, the others wait (``on_main`` is a barrier) and then may read it all. Returns ``row``."""
         _dist.on_main(
             folder.write_level,
             self.out,
@@ -267,10 +274,10 @@ class FindRun:
             arch=self.config.arch,
             arch_kwargs=self.arch_kwargs,
             rewind=rewind,
-            save_rewind=False,
-            meta=full,
+            save_rewind=save_rewind,
+            meta=meta,
             row=row,
-            final=False,
+            final=final,
         )
         return row
 
@@ -518,21 +525,7 @@ def _run_level(
         "seconds": result.seconds,
         "path": ldir.name,  # relative to OUT, so a copied or moved run folder stays valid
     }
-    # Rank 0 writes; the others wait (on_main is a barrier) and then may read it all.
-    _dist.on_main(
-        folder.write_level,
-        run.out,
-        level,
-        model=model,
-        masks=masks,
-        arch=run.config.arch,
-        arch_kwargs=run.arch_kwargs,
-        rewind=rewind,
-        save_rewind=capture,
-        meta=meta,
-        row=row,
-    )
-    return row
+    return run._write(level, model, masks, rewind, meta=meta, row=row, save_rewind=capture, final=True)
 
 
 # --- arch ------------------------------------------------------------------------------------------
