@@ -94,9 +94,10 @@ def runs(tmp_path_factory):
         argv += ["--", *command]
     proc = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # One cell at a time, as under torchrun (DDP trains every cell across the ranks; no batched seeds).
+    # One cell at a time in plan order, as under torchrun (DDP trains every cell across the ranks: one
+    # worker, no batched seeds), so the two results files list the cells in the same order.
     assert cli_main(["transfer", "--config", str(transfer_recipe), "--out", str(root / "t1"), "--quiet",
-                     "--no-batch"]) == 0  # fmt: skip
+                     "--no-batch", "--workers", "1"]) == 0  # fmt: skip
     audits = [json.loads((root / "audit" / f"rank{r}.json").read_text()) for r in (0, 1)]
     return SimpleNamespace(root=root, proc=proc, audits=audits)
 
