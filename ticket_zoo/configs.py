@@ -447,16 +447,15 @@ class FindConfig(Config):
     def to_dict(self) -> dict[str, Any]:
         """:meth:`Config.to_dict` without ``train.seed`` (it follows ``seed``), with the method's
         options spelled out (defaults included), so a recipe records exactly what ran."""
-        d = super().to_dict()
-        if isinstance(d.get("train"), dict):
-            d["train"].pop("seed", None)
-        d["method_options"] = self._full_method_options()
-        return d
+        return self._as_recorded(super().to_dict())
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """Without ``train.seed``, so a changed seed is named once (as ``seed``); the method's options
         with their defaults, so writing a default out does not make another run."""
-        d = super().fingerprint_dict()
+        return self._as_recorded(super().fingerprint_dict())
+
+    def _as_recorded(self, d: dict[str, Any]) -> dict[str, Any]:
+        """``d`` without ``train.seed`` and with the method's options in full (both views record a run)."""
         if isinstance(d.get("train"), dict):
             d["train"].pop("seed", None)
         d["method_options"] = self._full_method_options()
